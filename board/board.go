@@ -1,0 +1,145 @@
+package board
+
+// Board is what the firmware needs to know about one kind of hardware. Catalog entries are values
+// of this type; Detect returns one of them.
+type Board struct {
+	// Name is the catalog key, e.g. "qemu-virt-arm64" or "ipq807x".
+	Name string
+	// Description is a human-readable line for listings.
+	Description string
+	// Arch is the GOARCH of the board's CPU ("arm64" or "amd64").
+	Arch string
+	// CPU is the SoC or CPU class, e.g. "IPQ8074 (4x Cortex-A53)".
+	CPU string
+	// Compatible lists device-tree compatible strings that identify the board (any match wins).
+	Compatible []string
+	// DMI lists DMI identities that identify the board (x86 boards without a device tree).
+	DMI []DMIMatch
+	// Console is the kernel console device, e.g. "ttyAMA0", "ttyMSM0", "ttyS0".
+	Console string
+	// Radios are the Wi-Fi radios, in phy order.
+	Radios []Radio
+	// Ports are the Ethernet ports and their roles.
+	Ports []Port
+	// LEDs and Buttons are the front-panel parts the firmware drives or watches.
+	LEDs    []LED
+	Buttons []Button
+	// Flash is the storage layout: A/B slots, the data area, the bootloader environment.
+	Flash Flash
+	// Modules are the kernel modules (names as in modinfo, without .ko) the board needs loaded at
+	// boot, in no particular order: the loader resolves dependencies.
+	Modules []string
+	// Watchdog is the watchdog device path, or "" when the board has none.
+	Watchdog string
+	// Generic is true for the fallback profile used when detection fails.
+	Generic bool
+}
+
+// DMIMatch identifies an x86 board by its DMI strings (/sys/class/dmi/id/*). Empty fields match
+// anything; ProductName matches as a prefix.
+type DMIMatch struct {
+	SysVendor   string
+	ProductName string
+}
+
+// Band is a Wi-Fi band.
+type Band string
+
+// The Wi-Fi bands.
+const (
+	Band2G4 Band = "2.4GHz"
+	Band5G  Band = "5GHz"
+	Band6G  Band = "6GHz"
+)
+
+// Radio is one Wi-Fi radio (one phy).
+type Radio struct {
+	// Phy is the index of the phy as the kernel names it (phy0, phy1...).
+	Phy int
+	// Band is the band the radio serves.
+	Band Band
+	// MaxWidthMHz is the widest channel it supports (20, 40, 80, 160, 320).
+	MaxWidthMHz int
+	// DFS is true when the radio may use DFS channels (radar detection capable).
+	DFS bool
+	// Streams is the number of spatial streams (e.g. 4 for 4x4).
+	Streams int
+	// Chip names the radio silicon, e.g. "QCN5054".
+	Chip string
+}
+
+// PortRole says what an Ethernet port is for.
+type PortRole string
+
+// The port roles.
+const (
+	RoleWAN PortRole = "wan"
+	RoleLAN PortRole = "lan"
+)
+
+// Port is one Ethernet port.
+type Port struct {
+	// Name is the Linux interface name, e.g. "eth0" or "lan1".
+	Name string
+	// Role is WAN or LAN.
+	Role PortRole
+	// SpeedMbps is the maximum link speed.
+	SpeedMbps int
+}
+
+// LED is a front-panel LED.
+type LED struct {
+	// Name is the sysfs name under /sys/class/leds.
+	Name string
+	// Function is what the firmware shows with it: "status", "wan", "wifi".
+	Function string
+}
+
+// Button is a front-panel button.
+type Button struct {
+	// Name is the button's name, e.g. "reset".
+	Name string
+	// Code is the input event code (linux/input-event-codes.h), e.g. KEY_RESTART = 0x198.
+	Code int
+}
+
+// Flash describes the storage layout.
+type Flash struct {
+	// Kind is "nand" (raw NAND with UBI), "nor", "emmc", or "virtio" (QEMU disk).
+	Kind string
+	// Device is the block or MTD device holding the layout, e.g. "/dev/mmcblk0", "/dev/vda".
+	Device string
+	// SlotA and SlotB are the two firmware slots that OTA writes alternately.
+	SlotA, SlotB Region
+	// Data is the persistent data area (identity, profile, config).
+	Data Region
+	// DataFS is the file system of the data area: "ext4", "ubifs".
+	DataFS string
+	// Env is where the bootloader (U-Boot) environment lives.
+	Env BootEnv
+}
+
+// Region is a named range on the flash: a partition name, or a byte offset and size on Device.
+type Region struct {
+	// Name is the partition (GPT or MTD) name, e.g. "rootfs", "rootfs_1", "rootfs_data".
+	Name string
+	// Device is the device node of the region when it is its own partition, e.g. "/dev/mmcblk0p5".
+	Device string
+	// Offset and Size are in bytes on Flash.Device (Offset is 0 when Device is the partition).
+	Offset, Size int64
+}
+
+// BootEnv is the location of the U-Boot environment and its redundant copy.
+type BootEnv struct {
+	// Device is the device node holding the environment (e.g. "/dev/mtd9", "/dev/mmcblk0p12").
+	Device string
+	// Offset and Size of the primary copy, in bytes.
+	Offset, Size int64
+	// Redundant is true when a second copy exists (U-Boot CONFIG_SYS_REDUNDAND_ENVIRONMENT).
+	Redundant bool
+	// RedundDevice and RedundOffset locate the redundant copy (RedundDevice "" means Device).
+	RedundDevice string
+	RedundOffset int64
+	// SectorSize is the erase-block size (fw_env.config's fourth column).
+	SectorSize int64
+}
