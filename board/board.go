@@ -117,6 +117,12 @@ type Flash struct {
 	DataFS string
 	// Env is where the bootloader (U-Boot) environment lives.
 	Env BootEnv
+	// Size is the size in bytes of the whole storage (the NAND chip, the eMMC user area, the QEMU
+	// disk). Every region and the environment lie inside it.
+	Size int64
+	// Partitions is the full partition table in offset order, bootloader partitions included;
+	// SlotA, SlotB and Data are copies of three of its entries. Offsets are absolute on the storage.
+	Partitions []Region
 }
 
 // Region is a named range on the flash: a partition name, or a byte offset and size on Device.
@@ -125,12 +131,17 @@ type Region struct {
 	Name string
 	// Device is the device node of the region when it is its own partition, e.g. "/dev/mmcblk0p5".
 	Device string
-	// Offset and Size are in bytes on Flash.Device (Offset is 0 when Device is the partition).
+	// Offset and Size are in bytes from the start of the storage (Flash.Device), also when
+	// Device names the partition's own node: the disk creator and the overlap checks use them.
 	Offset, Size int64
 }
 
 // BootEnv is the location of the U-Boot environment and its redundant copy.
 type BootEnv struct {
+	// Name is the partition (MTD or GPT name) holding the environment, e.g. "0:appsblenv", or ""
+	// when the environment sits raw on Device outside any partition (the QEMU disk). Offsets are
+	// relative to that partition (as in fw_env.config), or to Device when Name is "".
+	Name string
 	// Device is the device node holding the environment (e.g. "/dev/mtd9", "/dev/mmcblk0p12").
 	Device string
 	// Offset and Size of the primary copy, in bytes.
