@@ -1,0 +1,177 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"meshroot/internal/testenv"
+)
+
+func TestLabNamespaceVethDo(t *testing.T) {
+	testenv.Integration(t)
+	testenv.Command(t, "ip")
+	testenv.Command(t, "ping")
+	l := New(t)
+	a, err := l.NewNS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.NewNS("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(a.Name, "mr-a-") || a.Name == b.Name {
+		t.Fatalf("NewNS names = %q, %q; want unique mr-a-XXXXXX, mr-b-XXXXXX", a.Name, b.Name)
+	}
+	if err := l.Veth(a, "out0", b, "out0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddAddr("out0", "198.51.100.1/24", "2001:db8:1::1/64"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr("out0", "198.51.100.2/24", "2001:db8:1::2/64"); err != nil {
+		t.Fatal(err)
+	}
+	// An in-namespace LAN stub behind b, routed from a.
+	if err := l.Veth(b, "lan0", b, "lan0-peer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr("lan0", "10.9.0.1/24", "fd00:9::1/64"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddRoute(Route{Dst: "10.9.0.0/24", Via: "198.51.100.2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddRoute(Route{Dst: "fd00:9::/64", Via: "2001:db8:1::2"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct{ key, want string }{
+		{"net.ipv4.ip_forward", "1"},
+		{"net.ipv4.conf.all.rp_filter", "0"},
+		{"net.ipv6.conf.all.accept_dad", "0"},
+	} {
+		if got, err := a.ReadSysctl(s.key); err != nil || got != s.want {
+			t.Errorf("ReadSysctl(%s) = %q, %v; want %q", s.key, got, err, s.want)
+		}
+	}
+	for _, dst := range []string{"198.51.100.2", "10.9.0.1", "2001:db8:1::2", "fd00:9::1"} {
+		if err := a.Ping("", dst, 2); err != nil {
+			t.Errorf("Ping(%s) = %v; want no loss", dst, err)
+		}
+	}
+
+	// A UDP socket created inside Do stays in b, and a goroutine outside can use it.
+	var pc net.PacketConn
+	if err := b.Do(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", "198.51.100.2:7777")
+		return err
+	}); err != nil {
+		t.Fatalf("Do(listen in b) = %v", err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 100)
+		n, from, err := pc.ReadFrom(buf)
+		if err == nil {
+			_, _ = pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+	var reply string
+	if err := a.Do(func() error {
+		c, err := net.Dial("udp", "198.51.100.2:7777")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("hi")); err != nil {
+			return err
+		}
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		reply = string(buf[:n])
+		return err
+	}); err != nil {
+		t.Fatalf("Do(dial from a) = %v", err)
+	}
+	if reply != "echo:hi" {
+		t.Errorf("UDP reply = %q; want %q", reply, "echo:hi")
+	}
+	// The test process itself is not in a or b: the address is not local here.
+	if c, err := net.ListenPacket("udp", "198.51.100.2:0"); err == nil {
+		c.Close()
+		t.Errorf("ListenPacket(198.51.100.2) in the test's namespace succeeded; want it only inside b")
+	}
+
+	// Cut and restore the path.
+	if err := b.LinkDown("out0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ping("", "198.51.100.2", 1); err == nil {
+		t.Errorf("Ping after LinkDown = nil; want loss")
+	}
+	if err := b.LinkUp("out0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.WaitPing(ctx, "", "198.51.100.2"); err != nil {
+		t.Errorf("WaitPing after LinkUp = %v", err)
+	}
+	if err := a.WaitPing(ctx, "", "2001:db8:1::2"); err != nil {
+		t.Errorf("WaitPing IPv6 after LinkUp = %v (IPv6 address kept on down?)", err)
+	}
+}
+
+func TestLabCloseRemovesEverything(t *testing.T) {
+	testenv.Integration(t)
+	l, err := Open(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := l.NewNS("close")
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	p, err := ns.Start("sleep", "300")
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	// A process that ignores SIGTERM is killed after the stop timeout.
+	stubborn, err := l.StartProcess(ProcessSpec{Name: "stubborn", NS: ns, Path: "sh", Args: []string{"-c", "trap '' TERM; while :; do sleep 1; done"}, StopTimeout: 500 * time.Millisecond})
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let sh install its trap
+	dir := l.Dir()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	for _, pr := range []*Process{p, stubborn} {
+		if !pr.Exited() {
+			t.Errorf("%s (pid %d) still running after Close", pr.Name(), pr.PID())
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pr.PID())); err == nil {
+			t.Errorf("/proc/%d exists after Close", pr.PID())
+		}
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", ns.Name)); !os.IsNotExist(err) {
+		t.Errorf("netns %s still exists after Close (stat err %v)", ns.Name, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("lab dir %s still exists after Close", dir)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close() = %v; want nil", err)
+	}
+}
