@@ -1,0 +1,2 @@
+// Package chanplan plans Wi-Fi channels for a whole mesh.
+package chanplan
