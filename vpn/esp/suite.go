@@ -48,7 +48,9 @@ var (
 )
 
 // AEAD reports whether the suite is a combined-mode (GCM) suite.
-func (s Suite) AEAD() bool { return s.Encr == EncrAESGCM12 || s.Encr == EncrAESGCM16 || s.Encr == EncrAESGCM8 }
+func (s Suite) AEAD() bool {
+	return s.Encr == EncrAESGCM12 || s.Encr == EncrAESGCM16 || s.Encr == EncrAESGCM8
+}
 
 // String names the suite the way strongSwan's proposal keywords do (aes256gcm16, aes128-sha1).
 func (s Suite) String() string {
