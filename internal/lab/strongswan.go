@@ -53,7 +53,7 @@ func (l *Lab) StartCharon(ns *NS, cfg CharonConfig) (*Charon, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	dir, err := l.instanceDir(ns.shortName() + "-" + cfg.name())
+	dir, err := l.instanceDir(ns.shortName() + "-charon-" + cfg.name())
 	if err != nil {
 		return nil, err
 	}

@@ -324,6 +324,13 @@ func (c *CharonConfig) strongswanConf(dir string) string {
 	w.open("kernel-libipsec")
 	w.kv("allow_peer_ts", "no")
 	w.close()
+	w.line("# kernel-libipsec installs a route for every outbound policy (0.0.0.0/0 dev ipsec0")
+	w.line("# in table 220) whatever install_routes says; with a 0/0 selector that captures all")
+	w.line("# forwarded traffic. The rule to table 220 only matches this mark, which nothing sets:")
+	w.line("# routing stays route-based (main table: static/BGP routes into ipsec0).")
+	w.open("kernel-netlink")
+	w.kv("fwmark", "0x4d520000")
+	w.close()
 	w.close()
 	if c.Extra != "" {
 		w.extra(c.Extra)
