@@ -1,0 +1,45 @@
+package esp
+
+import (
+	"fmt"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// TUN is the part of a TUN device the data plane uses: batched reads and writes of IP packets
+// at an offset into each buffer. golang.zx2c4.com/wireguard/tun's Device satisfies it (with
+// virtio-net offloads: a TCP super-packet read from the kernel comes back split into MTU-sized
+// segments, and Write coalesces TCP segments back into super-packets, which needs the
+// buffers' spare capacity and at least TUNWriteOffset bytes of headroom). FakeTUN is the fake.
+type TUN interface {
+	// Read reads one or more packets into bufs[i][offset:], setting sizes[i], and returns
+	// how many.
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	// Write writes bufs[i][offset:] as packets. It may reorder and extend the slices in bufs
+	// (GRO), so the caller rebuilds bufs for every call.
+	Write(bufs [][]byte, offset int) (int, error)
+	// BatchSize is the most packets one Read returns.
+	BatchSize() int
+	// MTU is the device's MTU.
+	MTU() (int, error)
+	// Close releases the device and unblocks Read.
+	Close() error
+}
+
+// TUNWriteOffset is the headroom Write needs before each packet (wireguard-go writes its
+// virtio-net header there).
+const TUNWriteOffset = 16
+
+// CreateTUN creates (or attaches to) the TUN device name with the given MTU in the calling
+// thread's network namespace, with virtio-net offloads when the kernel offers them. The tunnel
+// layer adds addresses and brings the link up.
+func CreateTUN(name string, mtu int) (TUN, error) {
+	if len(name) > 15 {
+		return nil, fmt.Errorf("esp: tun name %q longer than 15 bytes", name)
+	}
+	dev, err := wgtun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, fmt.Errorf("esp: create tun %q: %w", name, err)
+	}
+	return dev, nil
+}
