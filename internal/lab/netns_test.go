@@ -175,3 +175,98 @@ func TestLabCloseRemovesEverything(t *testing.T) {
 		t.Errorf("second Close() = %v; want nil", err)
 	}
 }
+
+func TestLabImpairLoss(t *testing.T) {
+	testenv.Integration(t)
+	l := New(t)
+	a, err := l.NewNS("imp-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.NewNS("imp-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Veth(a, "out0", b, "out0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddAddr("out0", "192.0.2.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr("out0", "192.0.2.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	// send n UDP datagrams a -> b and count what arrives
+	count := func() int {
+		var rx net.PacketConn
+		if err := b.Do(func() error {
+			var err error
+			rx, err = net.ListenPacket("udp", "192.0.2.2:0")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer rx.Close()
+		got := make(chan int)
+		go func() {
+			k := 0
+			buf := make([]byte, 64)
+			for {
+				_ = rx.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				if _, _, err := rx.ReadFrom(buf); err != nil {
+					got <- k
+					return
+				}
+				k++
+			}
+		}()
+		if err := a.Do(func() error {
+			c, err := net.Dial("udp", rx.LocalAddr().String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for i := 0; i < n; i++ {
+				if _, err := c.Write([]byte("x")); err != nil {
+					return err
+				}
+				if i%100 == 99 {
+					time.Sleep(time.Millisecond) // stay below socket buffer limits
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return <-got
+	}
+	if got := count(); got != n {
+		t.Fatalf("received %d/%d before impairment; want all", got, n)
+	}
+	if err := b.Impair("out0", Impairment{LossPercent: 20}); err != nil {
+		t.Fatalf("Impair(20%%) = %v", err)
+	}
+	got := count()
+	// 20% loss of 2000: mean 1600, sd ~18; accept a wide band.
+	if got < 1450 || got > 1750 {
+		t.Errorf("received %d/%d with 20%% loss; want about 1600", got, n)
+	}
+	st, err := b.ImpairStats("out0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InSeen < n || st.InDropped == 0 || int(st.InSeen-st.InDropped) < got {
+		t.Errorf("ImpairStats = %+v; want >= %d seen and %d passed", st, n, got)
+	}
+	t.Logf("20%% loss: received %d/%d, stats %+v", got, n, st)
+	if err := b.Impair("out0", Impairment{}); err != nil {
+		t.Fatalf("Impair(none) = %v", err)
+	}
+	if got := count(); got != n {
+		t.Errorf("received %d/%d after removing impairment; want all", got, n)
+	}
+	if err := b.Impair("out0", Impairment{LossPercent: 101}); err == nil {
+		t.Errorf("Impair(101%%) = nil; want an error")
+	}
+}
