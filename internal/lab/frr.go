@@ -57,6 +57,8 @@ type BGPNeighbor struct {
 	Passive bool
 	// Shutdown administratively disables the session.
 	Shutdown bool
+	// NextHopSelf sets this router as next hop on routes sent to the peer (for iBGP).
+	NextHopSelf bool
 }
 
 // FRR is a running zebra + bgpd pair in a namespace.
@@ -180,6 +182,9 @@ func (c *FRRConfig) frrConf(dir string) string {
 			p("  neighbor %s activate", n.Addr)
 			if n.SetMED {
 				p("  neighbor %s route-map %s out", n.Addr, routeMapName(n.Addr))
+			}
+			if n.NextHopSelf {
+				p("  neighbor %s next-hop-self", n.Addr)
 			}
 			if n.MaxPrefix > 0 {
 				p("  neighbor %s maximum-prefix %d", n.Addr, n.MaxPrefix)

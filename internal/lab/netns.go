@@ -488,3 +488,36 @@ func (ns *NS) WaitPing(ctx context.Context, src, dst string) error {
 		}
 	}
 }
+
+// AddBridge creates a Linux bridge in the namespace and sets it up.
+func (ns *NS) AddBridge(name string) error {
+	if err := checkIfName(name); err != nil {
+		return err
+	}
+	ns.mu.Lock()
+	err := ns.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}})
+	ns.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("lab: %s: bridge %s: %w", ns.Name, name, err)
+	}
+	return ns.LinkUp(name)
+}
+
+// SetMaster enslaves interface dev to bridge br (both in the namespace).
+func (ns *NS) SetMaster(dev, br string) error {
+	d, err := ns.link(dev)
+	if err != nil {
+		return err
+	}
+	b, err := ns.link(br)
+	if err != nil {
+		return err
+	}
+	ns.mu.Lock()
+	err = ns.h.LinkSetMaster(d, b)
+	ns.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("lab: %s: %s master %s: %w", ns.Name, dev, br, err)
+	}
+	return nil
+}

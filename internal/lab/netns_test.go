@@ -270,3 +270,14 @@ func TestLabImpairLoss(t *testing.T) {
 		t.Errorf("Impair(101%%) = nil; want an error")
 	}
 }
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func itoa(i int) string { return fmt.Sprint(i) }
