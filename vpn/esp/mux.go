@@ -208,94 +208,46 @@ func (m *Mux) Close() error {
 
 // recvGroup gathers one tunnel's decrypted packets and counters within a receive batch.
 type recvGroup struct {
-	t                                     *Tunnel
-	bufs                                  [][]byte
-	pkts, bytes, wire                     uint64
-	replayed, authFailed, malformed, dumm uint64
-	clamped                               uint64
+	t                                        *Tunnel
+	bufs                                     [][]byte
+	pkts, bytes, wire                        uint64
+	replayed, authFailed, malformed, dummies uint64
+	clamped                                  uint64
 }
 
-func (m *Mux) receive() {
-	defer close(m.done)
+// receiver is the receive goroutine's state: all buffers it owns.
+type receiver struct {
+	m       *Mux
+	msgs    []RecvMsg
+	tunBufs [][]byte // decrypted packets, TUNWriteOffset bytes in
+	used    int
+	groups  []recvGroup
+}
+
+func newReceiver(m *Mux) *receiver {
 	nmsg := 64
 	if m.conn.GRO() {
 		nmsg = 8
 	}
-	msgs := make([]RecvMsg, nmsg)
-	for i := range msgs {
-		msgs[i].Buf = make([]byte, 65535)
+	r := &receiver{m: m, msgs: make([]RecvMsg, nmsg), groups: make([]recvGroup, 0, 4)}
+	for i := range r.msgs {
+		r.msgs[i].Buf = make([]byte, 65535)
 	}
-	wb := m.cfg.WriteBatch
-	// Decrypted packets go to buffers with TUNWriteOffset headroom and 64 KiB of capacity, so
-	// that the TUN's GRO can coalesce TCP segments into the first buffer of a flow.
-	tunBufs := make([][]byte, wb)
-	for i := range tunBufs {
-		tunBufs[i] = make([]byte, TUNWriteOffset+65535)
+	// 64 KiB of capacity per buffer lets the TUN's GRO coalesce TCP segments into the first
+	// buffer of a flow (the pages are only touched when used).
+	r.tunBufs = make([][]byte, m.cfg.WriteBatch)
+	for i := range r.tunBufs {
+		r.tunBufs[i] = make([]byte, TUNWriteOffset+65535)
 	}
-	groups := make([]recvGroup, 0, 4)
-	used := 0
+	return r
+}
+
+func (m *Mux) receive() {
+	defer close(m.done)
+	r := newReceiver(m)
 	lastErr := time.Time{}
-
-	flush := func() {
-		now := m.now()
-		for i := range groups {
-			g := &groups[i]
-			t := g.t
-			if len(g.bufs) > 0 {
-				if _, err := t.tun.Write(g.bufs, TUNWriteOffset); err != nil {
-					t.tunWriteErrors.Add(1)
-				}
-			}
-			if g.pkts > 0 {
-				t.pktsIn.Add(g.pkts)
-				t.bytesIn.Add(g.bytes)
-				t.wireIn.Add(g.wire)
-				t.lastIn.Store(now)
-			}
-			if g.replayed > 0 {
-				t.replayed.Add(g.replayed)
-			}
-			if g.authFailed > 0 {
-				t.authFailed.Add(g.authFailed)
-			}
-			if g.malformed > 0 {
-				t.malformedIn.Add(g.malformed)
-			}
-			if g.dumm > 0 {
-				t.dummiesIn.Add(g.dumm)
-			}
-			if g.clamped > 0 {
-				t.mssClamped.Add(g.clamped)
-			}
-			g.bufs = g.bufs[:0]
-		}
-		for i := range groups {
-			groups[i] = recvGroup{bufs: groups[i].bufs[:0]}
-		}
-		groups = groups[:0]
-		used = 0
-	}
-	group := func(t *Tunnel) *recvGroup {
-		for i := range groups {
-			if groups[i].t == t {
-				return &groups[i]
-			}
-		}
-		if len(groups) < cap(groups) {
-			groups = groups[:len(groups)+1]
-			g := &groups[len(groups)-1]
-			g.t = t
-			if g.bufs == nil {
-				g.bufs = make([][]byte, 0, wb)
-			}
-			return g
-		}
-		groups = append(groups, recvGroup{t: t, bufs: make([][]byte, 0, wb)})
-		return &groups[len(groups)-1]
-	}
-
 	for {
-		n, err := m.conn.ReadBatch(msgs)
+		n, err := m.conn.ReadBatch(r.msgs)
 		if err != nil {
 			m.mu.Lock()
 			closed := m.closed
@@ -313,77 +265,132 @@ func (m *Mux) receive() {
 		}
 		spis := *m.spis.Load()
 		for i := 0; i < n; i++ {
-			msg := &msgs[i]
+			msg := &r.msgs[i]
 			if msg.Truncated {
 				m.malformed.Add(1)
 				continue
 			}
 			b := msg.Buf[:msg.N]
-			for len(b) > 0 || msg.N == 0 {
-				d := b
-				if msg.Seg > 0 && msg.Seg < len(b) {
-					d = b[:msg.Seg:msg.Seg]
-				}
+			if msg.Seg <= 0 || msg.Seg >= len(b) {
+				r.datagram(b, msg, spis)
+				continue
+			}
+			for len(b) > 0 {
+				d := b[:min(msg.Seg, len(b))]
 				b = b[len(d):]
-				kind, payload := Classify(d)
-				switch kind {
-				case KindKeepalive:
-					m.keepalivesIn.Add(1)
-				case KindIKE:
-					if m.cfg.OnIKE == nil {
-						m.ikeDropped.Add(1)
-						break
-					}
-					m.ikeIn.Add(1)
-					local := m.conn.LocalAddr()
-					if msg.To.IsValid() {
-						local = netip.AddrPortFrom(msg.To, local.Port())
-					}
-					m.cfg.OnIKE(payload, local, msg.From)
-				case KindInvalid:
-					m.malformed.Add(1)
-				case KindESP:
-					e := spis[binary.BigEndian.Uint32(d)]
-					if e == nil || e.sa == nil {
-						m.noSA.Add(1)
-						break
-					}
-					if used == len(tunBufs) {
-						flush()
-					}
-					g := group(e.t)
-					dst := tunBufs[used][TUNWriteOffset:TUNWriteOffset]
-					inner, nh, err := e.sa.Open(dst, d)
-					switch err {
-					case nil:
-					case ErrReplay:
-						g.replayed++
-						continue
-					case ErrAuth:
-						g.authFailed++
-						continue
-					default:
-						g.malformed++
-						continue
-					}
-					g.pkts++
-					g.wire += uint64(len(d))
-					if nh == NextHeaderDummy {
-						g.dumm++
-						continue
-					}
-					g.bytes += uint64(len(inner))
-					if e.t.clamp && clampMSS(inner, e.t.mss4, e.t.mss6) {
-						g.clamped++
-					}
-					g.bufs = append(g.bufs, tunBufs[used][:TUNWriteOffset+len(inner)])
-					used++
-				}
-				if msg.N == 0 {
-					break
-				}
+				r.datagram(d[:len(d):len(d)], msg, spis)
 			}
 		}
-		flush()
+		r.flush()
 	}
+}
+
+func (r *receiver) group(t *Tunnel) *recvGroup {
+	for i := range r.groups {
+		if r.groups[i].t == t {
+			return &r.groups[i]
+		}
+	}
+	if len(r.groups) < cap(r.groups) {
+		r.groups = r.groups[:len(r.groups)+1]
+		g := &r.groups[len(r.groups)-1]
+		g.t = t
+		if g.bufs == nil {
+			g.bufs = make([][]byte, 0, len(r.tunBufs))
+		}
+		return g
+	}
+	r.groups = append(r.groups, recvGroup{t: t, bufs: make([][]byte, 0, len(r.tunBufs))})
+	return &r.groups[len(r.groups)-1]
+}
+
+// datagram handles one UDP payload that arrived in msg.
+func (r *receiver) datagram(d []byte, msg *RecvMsg, spis map[uint32]*inboundSA) {
+	m := r.m
+	kind, payload := Classify(d)
+	switch kind {
+	case KindKeepalive:
+		m.keepalivesIn.Add(1)
+	case KindIKE:
+		if m.cfg.OnIKE == nil {
+			m.ikeDropped.Add(1)
+			return
+		}
+		m.ikeIn.Add(1)
+		local := m.conn.LocalAddr()
+		if msg.To.IsValid() {
+			local = netip.AddrPortFrom(msg.To, local.Port())
+		}
+		m.cfg.OnIKE(payload, local, msg.From)
+	case KindInvalid:
+		m.malformed.Add(1)
+	case KindESP:
+		e := spis[binary.BigEndian.Uint32(d)]
+		if e == nil || e.sa == nil {
+			m.noSA.Add(1)
+			return
+		}
+		if r.used == len(r.tunBufs) {
+			r.flush()
+		}
+		g := r.group(e.t)
+		dst := r.tunBufs[r.used][TUNWriteOffset:TUNWriteOffset]
+		inner, nh, err := e.sa.Open(dst, d)
+		switch err {
+		case nil:
+		case ErrReplay:
+			g.replayed++
+			return
+		case ErrAuth:
+			g.authFailed++
+			return
+		default:
+			g.malformed++
+			return
+		}
+		g.pkts++
+		g.wire += uint64(len(d))
+		if nh == NextHeaderDummy {
+			g.dummies++
+			return
+		}
+		g.bytes += uint64(len(inner))
+		if e.t.clamp && clampMSS(inner, e.t.mss4, e.t.mss6) {
+			g.clamped++
+		}
+		g.bufs = append(g.bufs, r.tunBufs[r.used][:TUNWriteOffset+len(inner)])
+		r.used++
+	}
+}
+
+// flush writes each tunnel's packets to its TUN and publishes the counters.
+func (r *receiver) flush() {
+	now := r.m.now()
+	for i := range r.groups {
+		g := &r.groups[i]
+		t := g.t
+		// Counters first, so that a packet seen on the TUN is already counted.
+		if g.pkts > 0 {
+			t.pktsIn.Add(g.pkts)
+			t.bytesIn.Add(g.bytes)
+			t.wireIn.Add(g.wire)
+			t.lastIn.Store(now)
+		}
+		for _, c := range [...]struct {
+			ctr *atomic.Uint64
+			v   uint64
+		}{{&t.replayed, g.replayed}, {&t.authFailed, g.authFailed}, {&t.malformedIn, g.malformed}, {&t.dummiesIn, g.dummies}, {&t.mssClamped, g.clamped}} {
+			if c.v != 0 {
+				c.ctr.Add(c.v)
+			}
+		}
+		if len(g.bufs) > 0 {
+			if _, err := t.tun.Write(g.bufs, TUNWriteOffset); err != nil {
+				t.tunWriteErrors.Add(1)
+			}
+		}
+		*g = recvGroup{bufs: g.bufs[:0]}
+	}
+	r.groups = r.groups[:0]
+	r.used = 0
 }

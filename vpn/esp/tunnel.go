@@ -359,8 +359,8 @@ type sender struct {
 	pkts    [][]byte // sealed ESP packets to send
 
 	// per-batch counters
-	pktsOut, bytesOut, wireOut, noSA, malformed, seqExhausted       uint64
-	fragmented, fragmentsOut, icmpSent, tooBig, clamped, sendErrors uint64
+	pktsOut, bytesOut, wireOut, noSA, malformed, seqExhausted uint64
+	fragmented, fragmentsOut, icmpSent, tooBig, clamped       uint64
 }
 
 func (t *Tunnel) send(tunMTU int) {
@@ -527,15 +527,10 @@ func (s *sender) flushICMP() {
 
 func (s *sender) flush(o *outboundSA) {
 	t := s.t
+	// Counters first, so that a packet seen at the peer is already counted here.
 	if len(s.pkts) > 0 {
-		if err := s.w.WriteBatch(t.Remote(), s.pkts); err != nil {
-			s.sendErrors++
-		}
 		t.lastOut.Store(t.mux.now())
 	}
-	s.pkts = s.pkts[:0]
-	s.nfrag = 0
-	s.flushICMP()
 	add := func(c *atomic.Uint64, v *uint64) {
 		if *v != 0 {
 			c.Add(*v)
@@ -553,7 +548,14 @@ func (s *sender) flush(o *outboundSA) {
 	add(&t.icmpSent, &s.icmpSent)
 	add(&t.tooBig, &s.tooBig)
 	add(&t.mssClamped, &s.clamped)
-	add(&t.sendErrors, &s.sendErrors)
+	if len(s.pkts) > 0 {
+		if err := s.w.WriteBatch(t.Remote(), s.pkts); err != nil {
+			t.sendErrors.Add(1)
+		}
+	}
+	s.pkts = s.pkts[:0]
+	s.nfrag = 0
+	s.flushICMP()
 	if o != nil && o.sa.SoftLimitReached() && o.softSignal.CompareAndSwap(false, true) {
 		t.log.Warn("esp outbound sa near sequence number exhaustion; rekey needed", "sa", o.sa)
 		if f := t.cfg.OnRekeyNeeded; f != nil {
