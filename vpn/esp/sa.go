@@ -80,6 +80,7 @@ type SA struct {
 	seq atomic.Uint64 // last sequence number used
 
 	// inbound
+	opened    atomic.Uint64 // packets that passed Open
 	replay    replayWindow
 	sealNonce [12]byte
 	openNonce [12]byte
@@ -180,6 +181,11 @@ func (s *SA) HeaderLen() int { return s.hdrLen }
 
 // SeqSent is the last sequence number Seal used (0 before the first packet).
 func (s *SA) SeqSent() uint64 { return s.seq.Load() }
+
+// PacketsOpened counts the packets that authenticated on this (inbound) SA: once it moves on a
+// new SA after a rekey, the peer has switched, and everything it sent on the old SA earlier
+// has been received.
+func (s *SA) PacketsOpened() uint64 { return s.opened.Load() }
 
 // SoftLimitReached reports that the outbound sequence number passed SeqSoftLimit: the tunnel
 // layer should rekey now, before Seal starts failing with ErrSeqExhausted.
@@ -313,6 +319,7 @@ func (s *SA) Open(dst, pkt []byte) (inner []byte, nh byte, err error) {
 		s.cbcDec.CryptBlocks(pt, pkt[s.hdrLen:s.hdrLen+ctLen])
 	}
 	s.replay.update(seq)
+	s.opened.Add(1)
 	padLen := int(pt[len(pt)-2])
 	nh = pt[len(pt)-1]
 	if padLen+2 > len(pt) {
