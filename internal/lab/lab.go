@@ -17,7 +17,7 @@ import (
 
 // KeepEnv names the environment variable that keeps a lab up for debugging: when it is set to a
 // non-empty value, Close (and so a test's cleanup) prints what is running and blocks until the
-// process gets SIGINT/SIGTERM or the file named by the variable's value... see the package doc.
+// process gets SIGINT or SIGTERM, and the lab directory is kept. See the package doc.
 const KeepEnv = "MESHROOT_LAB_KEEP"
 
 // Options configure Open.
@@ -85,12 +85,16 @@ func Open(opts Options) (*Lab, error) {
 	return l, nil
 }
 
-// New creates a lab for a test: its logger writes to t.Log, it is closed in t.Cleanup (also when
+// New creates a lab for a test: its logger writes to t.Log (debug lines with -v), it is closed in t.Cleanup (also when
 // the test fails; then the tail of every process log is written to t.Log first). Call
 // testenv.Integration(t) before.
 func New(tb testing.TB) *Lab {
 	tb.Helper()
-	l, err := Open(Options{Logger: slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	level := slog.LevelInfo
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	l, err := Open(Options{Logger: slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: level}))})
 	if err != nil {
 		tb.Fatalf("lab.Open() = %v", err)
 	}

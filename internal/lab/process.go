@@ -294,3 +294,17 @@ func (m *CPUMeter) Percent() ([]float64, error) {
 	}
 	return out, nil
 }
+
+// LoadAvg returns the 1-minute load average (/proc/loadavg), to report beside benchmark numbers
+// on a shared machine.
+func LoadAvg() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, fmt.Errorf("lab: loadavg: %w", err)
+	}
+	var l float64
+	if _, err := fmt.Sscan(string(b), &l); err != nil {
+		return 0, fmt.Errorf("lab: loadavg %q: %w", truncate(string(b), 40), err)
+	}
+	return l, nil
+}
