@@ -336,9 +336,9 @@ type Usability int
 
 // The usability levels of a spec on a radio.
 const (
-	Unusable Usability = iota // regulation, width limits or radar forbid it
-	NeedsCAC                  // a DFS channel that needs a channel availability check (outage)
-	Immediate                 // usable at once (non-DFS, or DFS already cleared)
+	Unusable  Usability = iota // regulation, width limits or radar forbid it
+	NeedsCAC                   // a DFS channel that needs a channel availability check (outage)
+	Immediate                  // usable at once (non-DFS, or DFS already cleared)
 )
 
 // Allowed reports how spec s can be used on a radio whose per-channel states are states (indexed

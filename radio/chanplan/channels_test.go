@@ -137,7 +137,7 @@ func TestAllowed(t *testing.T) {
 		wantErr     error
 	}{
 		{5180, 80, Immediate, nil},
-		{5260, 80, Immediate, nil}, // all four cleared by CAC
+		{5260, 80, Immediate, nil},  // all four cleared by CAC
 		{5260, 160, Immediate, nil}, // 36-48 non-DFS, 52-64 cleared
 		{5580, 80, NeedsCAC, nil},
 		{5500, 20, Unusable, ErrRadar},
