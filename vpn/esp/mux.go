@@ -76,6 +76,13 @@ type MuxStats struct {
 
 // NewMux starts the receive goroutine on conn. The Mux owns conn from now on.
 func NewMux(conn PacketConn, cfg MuxConfig) *Mux {
+	m := newMux(conn, cfg)
+	go m.receive(newReceiver(m))
+	return m
+}
+
+// newMux builds a Mux without starting its receive goroutine.
+func newMux(conn PacketConn, cfg MuxConfig) *Mux {
 	if cfg.WriteBatch <= 0 {
 		cfg.WriteBatch = 128
 	}
@@ -87,7 +94,6 @@ func NewMux(conn PacketConn, cfg MuxConfig) *Mux {
 		tunnels: map[*Tunnel]struct{}{}, ikeW: conn.NewWriter(), ikeOne: make([][]byte, 1), done: make(chan struct{})}
 	empty := map[uint32]*inboundSA{}
 	m.spis.Store(&empty)
-	go m.receive()
 	return m
 }
 
@@ -242,9 +248,8 @@ func newReceiver(m *Mux) *receiver {
 	return r
 }
 
-func (m *Mux) receive() {
+func (m *Mux) receive(r *receiver) {
 	defer close(m.done)
-	r := newReceiver(m)
 	lastErr := time.Time{}
 	for {
 		n, err := m.conn.ReadBatch(r.msgs)

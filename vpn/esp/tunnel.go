@@ -159,7 +159,7 @@ func (m *Mux) NewTunnel(cfg TunnelConfig) (*Tunnel, error) {
 	m.tunnels[t] = struct{}{}
 	m.mu.Unlock()
 	t.wg.Add(1)
-	go t.send(tunMTU)
+	go t.send(t.newSender(tunMTU))
 	if cfg.KeepaliveInterval > 0 {
 		t.wg.Add(1)
 		go t.keepalives()
@@ -363,8 +363,7 @@ type sender struct {
 	fragmented, fragmentsOut, icmpSent, tooBig, clamped       uint64
 }
 
-func (t *Tunnel) send(tunMTU int) {
-	defer t.wg.Done()
+func (t *Tunnel) newSender(tunMTU int) *sender {
 	batch := t.tun.BatchSize()
 	if batch < 1 {
 		batch = 1
@@ -390,6 +389,11 @@ func (t *Tunnel) send(tunMTU int) {
 	}
 	s.icmpOut = make([][]byte, 0, len(s.icmp))
 	s.pkts = make([][]byte, 0, batch+len(s.frags))
+	return s
+}
+
+func (t *Tunnel) send(s *sender) {
+	defer t.wg.Done()
 	errLogged := time.Time{}
 	for {
 		n, err := t.tun.Read(s.bufs, s.sizes, outOffset)
