@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +43,40 @@ func (RealModuleKernel) LoadModule(path, params string) error {
 	if err := unix.FinitModule(int(f.Fd()), params, flags); err != nil {
 		return fmt.Errorf("finit_module %s: %w", filepath.Base(path), err)
 	}
+	return nil
+}
+
+// FakeModuleKernel records loads; it refuses a module whose dependencies (from its own copy of
+// modules.dep) are not loaded yet, as the kernel does with "Unknown symbol".
+type FakeModuleKernel struct {
+	mu     sync.Mutex
+	Loaded []string          // module names in load order
+	Params map[string]string // by module name
+	Needs  map[string][]string
+	Fail   map[string]error
+}
+
+// LoadModule records the load, or fails like the kernel would.
+func (k *FakeModuleKernel) LoadModule(path, params string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	name := ModuleName(path)
+	if err := k.Fail[name]; err != nil {
+		return err
+	}
+	if slices.Contains(k.Loaded, name) {
+		return fmt.Errorf("finit_module %s: %w", name, unix.EEXIST)
+	}
+	for _, d := range k.Needs[name] {
+		if !slices.Contains(k.Loaded, d) {
+			return fmt.Errorf("finit_module %s: unknown symbol from %s: %w", name, d, unix.ENOENT)
+		}
+	}
+	k.Loaded = append(k.Loaded, name)
+	if k.Params == nil {
+		k.Params = map[string]string{}
+	}
+	k.Params[name] = params
 	return nil
 }
 
