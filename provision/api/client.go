@@ -53,6 +53,9 @@ func TrustCA(caPEM []byte, timeout time.Duration) (*http.Client, error) {
 	}}, nil
 }
 
+// ErrPinMismatch means the server is not the fleet the claim named.
+var ErrPinMismatch = errors.New("server chain holds no CA with the pinned SHA-256")
+
 // PinnedTLS returns a TLS configuration that accepts a server whose chain verifies to a CA
 // certificate with the given SHA-256 pin (hex) that the server presents itself, for host (a
 // name or IP the server certificate must carry): how a device that only has the pin from its
@@ -75,7 +78,7 @@ func PinnedTLS(pin, host string) *tls.Config {
 				}
 			}
 			if !found {
-				return errors.New("server chain holds no CA with the pinned SHA-256")
+				return ErrPinMismatch
 			}
 			opts := x509.VerifyOptions{Roots: roots, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {

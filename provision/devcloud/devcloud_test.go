@@ -249,6 +249,20 @@ func TestEnrollmentScenario(t *testing.T) {
 	if st != 201 || er.SiteID != "berlin-1" || er.Serial != "MR-0001" {
 		t.Fatalf("enroll = %d %s", st, b)
 	}
+	// The same device asking again (its answer was lost) gets a new certificate for its key...
+	st, b, _ = c.call(pinned, "POST", "/v1/enroll", "/v1/enroll", nil, d.enrollRequest(t, claim.Token))
+	var er2 api.EnrollResponse
+	json.Unmarshal(b, &er2)
+	if st != 201 || er2.Certificate == er.Certificate {
+		t.Fatalf("enroll retry by the same device and key = %d; want 201 with a new certificate", st)
+	}
+	lost := er
+	er = er2
+	// ...and another key of the same serial does not.
+	dSameSerial := newDevice(t, c, "MR-0001")
+	if st, _, _ := c.call(pinned, "POST", "/v1/enroll", "/v1/enroll", nil, dSameSerial.enrollRequest(t, claim.Token)); st != 401 {
+		t.Errorf("enroll with a used claim by the same serial, another key = %d; want 401", st)
+	}
 	// The claim is single use.
 	d2 := newDevice(t, c, "MR-0002")
 	if st, b, _ := c.call(pinned, "POST", "/v1/enroll", "/v1/enroll", nil, d2.enrollRequest(t, claim.Token)); st != 401 || !strings.Contains(string(b), "already used") {
@@ -280,6 +294,10 @@ func TestEnrollmentScenario(t *testing.T) {
 		}
 	}
 
+	d.useCert(t, c, lost.Certificate)
+	if st, _, _ := c.call(d.hc, "GET", "/v1/device", "/v1/device", nil, nil); st != 401 {
+		t.Errorf("GET /v1/device with the superseded certificate = %d; want 401", st)
+	}
 	d.useCert(t, c, er.Certificate)
 	st, b, _ = c.call(d.hc, "GET", "/v1/device", "/v1/device", nil, nil)
 	if st != 200 || !strings.Contains(string(b), `"berlin-1"`) {

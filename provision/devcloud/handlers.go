@@ -67,7 +67,7 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request) {
 			return claimError{"unknown claim token"}
 		case err != nil:
 			return err
-		case c.UsedAt != nil:
+		case c.UsedAt != nil && !sameDevice(tx, c, req.Serial, csr):
 			return claimError{"claim token already used"}
 		case !now.Before(c.ExpiresAt):
 			return claimError{"claim token expired"}
@@ -118,6 +118,21 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, api.EnrollResponse{
 		Serial: dev.Serial, SiteID: dev.SiteID, Certificate: string(certPEM), CA: fi.CAPEM, ProfileKeys: fi.ProfileKeys,
 	})
+}
+
+// sameDevice reports whether a used claim was used by this very device and key: the answer to
+// its enrollment was lost (a lossy uplink) and it is asking again. It gets a new certificate
+// for the same key; the one it never received stops working.
+func sameDevice(tx *bolt.Tx, c claimRecord, serial string, csr *x509.CertificateRequest) bool {
+	if c.UsedBy != serial {
+		return false
+	}
+	var d Device
+	if getJSON(tx.Bucket(bDevices), serial, &d) != nil {
+		return false
+	}
+	pk, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	return ok && d.SiteID == c.Site && d.KeyFingerprint == identity.Fingerprint(pk)
 }
 
 func fingerprint(c *x509.Certificate) string {
