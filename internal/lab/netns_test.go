@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"meshroot/internal/testenv"
 )
 
@@ -281,3 +283,72 @@ func readFile(t *testing.T, p string) string {
 }
 
 func itoa(i int) string { return fmt.Sprint(i) }
+
+// TestLabProcessSurvivesDo: NS.Do destroys its thread; a process started before (with
+// Pdeathsig) must not be killed by that.
+func TestLabProcessSurvivesDo(t *testing.T) {
+	testenv.Integration(t)
+	l := New(t)
+	ns, err := l.NewNS("pdeath")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var procs []*Process
+	for i := 0; i < 5; i++ {
+		p, err := ns.Start("sleep", "300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		for j := 0; j < 20; j++ {
+			if err := ns.Do(func() error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, p := range procs {
+		if p.Exited() {
+			t.Errorf("process %d exited (%v) after NS.Do calls; want it running", p.PID(), p.Err())
+		}
+	}
+}
+
+// TestLabDoTUN: a TUN device created inside Do lives in the namespace.
+func TestLabDoTUN(t *testing.T) {
+	testenv.Integration(t)
+	l := New(t)
+	ns, err := l.NewNS("tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	if err := ns.Do(func() error {
+		var err error
+		fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq("mrtun0")
+		if err != nil {
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}); err != nil {
+		t.Fatalf("Do(create TUN) = %v", err)
+	}
+	defer unix.Close(fd)
+	if !ns.HasLink("mrtun0") {
+		t.Errorf("HasLink(mrtun0) = false in %s; want the TUN inside the namespace", ns)
+	}
+	if _, err := net.InterfaceByName("mrtun0"); err == nil {
+		t.Errorf("mrtun0 exists in the test's own namespace; want it only in %s", ns)
+	}
+	if err := ns.AddAddr("mrtun0", "169.254.20.2/30"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.LinkUp("mrtun0"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,10 +106,11 @@ func (l *Lab) StartProcess(spec ProcessSpec) (*Process, error) {
 	cmd.Stdout = f
 	cmd.Stderr = f
 	// Its own process group (a terminal's Ctrl-C goes to us, and we stop it in order), and
-	// killed if the thread that started it — hence normally the test process — dies.
+	// SIGKILLed if the thread that forked it dies: startOnSpawner forks from a thread that lives
+	// as long as the process, so the child dies with us (a crashed test leaves no daemons).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	fmt.Fprintf(f, "# %s: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawner(cmd); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lab: start %s: %w", spec.Name, err)
 	}
@@ -307,4 +309,32 @@ func LoadAvg() (float64, error) {
 		return 0, fmt.Errorf("lab: loadavg %q: %w", truncate(string(b), 40), err)
 	}
 	return l, nil
+}
+
+// Pdeathsig fires when the *thread* that forked the child exits. Go destroys a thread when a
+// goroutine locked to it exits (NS.Do does exactly that), so children are forked from one
+// dedicated goroutine that locks its thread and never exits.
+var (
+	spawnOnce sync.Once
+	spawnReq  chan spawnRequest
+)
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	errc chan error
+}
+
+func startOnSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReq = make(chan spawnRequest)
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for r := range spawnReq {
+				r.errc <- r.cmd.Start()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnReq <- spawnRequest{cmd, errc}
+	return <-errc
 }

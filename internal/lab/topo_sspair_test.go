@@ -17,8 +17,27 @@ func TestLabStrongSwanPair(t *testing.T) {
 	for _, c := range []string{"charon", "swanctl", "zebra", "bgpd", "vtysh", "ping"} {
 		testenv.Command(t, c)
 	}
+	tests := []struct {
+		name                  string
+		cfg                   StrongSwanPairConfig
+		encr                  string
+		keySize               int
+		prf, integ, childEncr string
+	}{
+		{"notes-gcm-ipv4", StrongSwanPairConfig{}, "AES_GCM_16", 256, "PRF_HMAC_SHA2_256", "", "AES_GCM_16"},
+		{"cbc-ipv6-outside", StrongSwanPairConfig{IKEProposal: "aes128-sha1-modp2048", ESPProposal: "aes128-sha1-modp2048", OutsideIPv6: true},
+			"AES_CBC", 128, "PRF_HMAC_SHA1", "HMAC_SHA1_96", "AES_CBC"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			testStrongSwanPair(t, tc.cfg, tc.encr, tc.keySize, tc.prf, tc.integ, tc.childEncr)
+		})
+	}
+}
+
+func testStrongSwanPair(t *testing.T, cfg StrongSwanPairConfig, encr string, keySize int, prf, integ, childEncr string) {
 	l := New(t)
-	p, err := NewStrongSwanPair(l, StrongSwanPairConfig{})
+	p, err := NewStrongSwanPair(l, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,14 +54,21 @@ func TestLabStrongSwanPair(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("%s IKE(tun1) = %v, %v", c.NS, ok, err)
 		}
-		if sa.State != "ESTABLISHED" || sa.EncrAlg != "AES_GCM_16" || sa.EncrKeySize != 256 || sa.PRFAlg != "PRF_HMAC_SHA2_256" || sa.DHGroup != "MODP_2048" {
-			t.Errorf("%s IKE_SA = %s %s-%d %s %s; want ESTABLISHED AES_GCM_16-256 PRF_HMAC_SHA2_256 MODP_2048", c.NS, sa.State, sa.EncrAlg, sa.EncrKeySize, sa.PRFAlg, sa.DHGroup)
+		if sa.State != "ESTABLISHED" || sa.EncrAlg != encr || sa.EncrKeySize != keySize || sa.PRFAlg != prf || sa.IntegAlg != integ || sa.DHGroup != "MODP_2048" {
+			t.Errorf("%s IKE_SA = %s %s-%d %s %s %s; want ESTABLISHED %s-%d %s %s MODP_2048", c.NS, sa.State, sa.EncrAlg, sa.EncrKeySize, sa.IntegAlg, sa.PRFAlg, sa.DHGroup, encr, keySize, integ, prf)
+		}
+		wantHost := a.AOutside4
+		if cfg.OutsideIPv6 {
+			wantHost = a.AOutside6
+		}
+		if c == p.BCharon && sa.RemoteHost != wantHost {
+			t.Errorf("B IKE_SA remote host = %s; want %s", sa.RemoteHost, wantHost)
 		}
 		if sa.LocalPort != 4500 || sa.RemotePort != 4500 {
 			t.Errorf("%s IKE ports = %d/%d; want 4500/4500 (NAT-T forced)", c.NS, sa.LocalPort, sa.RemotePort)
 		}
 		ch, ok := sa.Child("tun1")
-		if !ok || ch.State != "INSTALLED" || ch.Mode != "TUNNEL" || !ch.Encap || ch.Protocol != "ESP" {
+		if !ok || ch.State != "INSTALLED" || ch.Mode != "TUNNEL" || !ch.Encap || ch.Protocol != "ESP" || ch.EncrAlg != childEncr {
 			t.Errorf("%s CHILD_SA = %+v; want INSTALLED TUNNEL ESP in UDP", c.NS, ch)
 		}
 	}
