@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func meshctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+func TestOTACommands(t *testing.T) {
+	dir := t.TempDir()
+	repoDir, keys := filepath.Join(dir, "repo"), filepath.Join(dir, "keys")
+	common := []string{"--repo", repoDir, "--keys", keys}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := meshctl(t, append(args[:2:2], append(common, args[2:]...)...)...)
+		if err != nil {
+			t.Fatalf("meshctl %s = %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	must("ota", "keygen")
+	for _, name := range []string{"root", "targets", "snapshot", "timestamp", "release"} {
+		st, err := os.Stat(filepath.Join(keys, name+".key"))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("key %s: %v, mode %v; want a 0600 file", name, err, st.Mode().Perm())
+		}
+	}
+	// An image directory as `meshctl image build` writes it.
+	img := filepath.Join(dir, "image")
+	os.MkdirAll(img, 0o755)
+	os.WriteFile(filepath.Join(img, "vmlinuz"), bytes.Repeat([]byte("k"), 10000), 0o644)
+	os.WriteFile(filepath.Join(img, "initramfs.cpio.xz"), bytes.Repeat([]byte("i"), 5000), 0o644)
+	os.WriteFile(filepath.Join(img, "manifest.json"), []byte(`{"board":"qemu-virt-arm64","arch":"arm64","console":"ttyAMA0","version":"1.2.0",
+		"kernel":{"name":"vmlinuz","size":10000},"initramfs":{"name":"initramfs.cpio.xz","size":5000}}`), 0o644)
+	out := must("ota", "publish", "--image", img, "--waves", "now:1%,+1h:100%", "--window", "mon,tue@02:00+3h", "--min-version", "1.1.0")
+	if !strings.Contains(out, "qemu-virt-arm64/stable/meshroot-1.2.0.img version=1.2.0") {
+		t.Errorf("publish output = %q; want the release line", out)
+	}
+	slot := filepath.Join(dir, "slot.img")
+	os.WriteFile(slot, []byte("a prebuilt slot image"), 0o644)
+	must("ota", "publish", "--slot-image", slot, "--board", "ipq807x", "--version", "v2.0.0", "--channel", "beta")
+	rel := "qemu-virt-arm64/stable/meshroot-1.2.0.img"
+	must("ota", "rollout", "--release", rel, "--waves", "now:5%,+2h:50%,+2h:100%")
+	must("ota", "halt", "--release", rel, "--reason", "smoke test")
+	out = must("ota", "list")
+	if !strings.Contains(out, `"halted":true`) || !strings.Contains(out, "ipq807x/beta/meshroot-2.0.0.img") || !strings.Contains(out, `"upto":103`) {
+		t.Errorf("list = %q; want both releases, the new waves and the halt", out)
+	}
+	must("ota", "halt", "--release", rel, "--resume")
+	must("ota", "rotate-root", "--also", "timestamp")
+	must("ota", "refresh")
+	if _, err := os.Stat(filepath.Join(repoDir, "metadata", "2.root.json")); err != nil {
+		t.Errorf("after rotate-root: %v; want metadata/2.root.json", err)
+	}
+	for _, bad := range [][]string{
+		{"ota", "publish", "--slot-image", slot},
+		{"ota", "publish", "--image", img, "--slot-image", slot},
+		{"ota", "rollout"},
+		{"ota", "bogus"},
+		{"ota", "publish", "--slot-image", slot, "--board", "b", "--version", "1.0.0", "--window", "someday"},
+	} {
+		if _, err := meshctl(t, append(bad[:2:2], append(common, bad[2:]...)...)...); err == nil {
+			t.Errorf("meshctl %s = nil error; want an error", strings.Join(bad, " "))
+		}
+	}
+	if out, err := meshctl(t, "ota", "publish", "-h"); err != nil || !strings.Contains(out, "-slot-image") {
+		t.Errorf("meshctl ota publish -h = %v, %q; want the flags", err, out)
+	}
+}
