@@ -521,3 +521,45 @@ func (ns *NS) SetMaster(dev, br string) error {
 	}
 	return nil
 }
+
+// SweepNamespaces removes namespaces left behind by a crashed lab that used Options.Prefix
+// prefix: it SIGKILLs the processes inside each (`ip netns pids`) and deletes the namespace. It
+// refuses the default prefix "mr", which concurrently running tests share; give long-lived labs
+// (`make run`, cmd/mrlab) their own prefix and sweep it before Open. It returns the names
+// removed.
+func SweepNamespaces(prefix string) ([]string, error) {
+	if prefix == "" || prefix == "mr" || !nameRE.MatchString(prefix) {
+		return nil, fmt.Errorf("lab: sweep: prefix %q: want a dedicated prefix (not \"mr\")", prefix)
+	}
+	ents, err := os.ReadDir("/run/netns")
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lab: sweep: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, prefix+"-") {
+			continue
+		}
+		out, err := exec.Command("ip", "netns", "pids", name).Output()
+		if err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				var pid int
+				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+		}
+		ns := &NS{Name: name}
+		if err := ns.delete(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	return removed, errors.Join(errs...)
+}

@@ -168,15 +168,37 @@ func (p *PeerPair) build(noHosts bool) error {
 	return nil
 }
 
-// RouteLANVia routes the other side's LAN prefixes (IPv4 and IPv6) in ns (p.A or p.B) out of
-// dev, e.g. ipsec0 or our TUN; via may be "" (TUN devices need no gateway).
+// RouteLANVia routes the other side's LAN prefixes in ns (p.A or p.B) out of dev, e.g. ipsec0
+// or our TUN. With via "" both families go to dev (TUN devices need no gateway); with a gateway
+// address only the prefix of via's family is routed (use RouteLANViaGateways for both).
 func (p *PeerPair) RouteLANVia(ns *NS, dev, via string) error {
+	if via == "" {
+		return p.RouteLANViaGateways(ns, dev, "", "")
+	}
+	if a, err := netip.ParseAddr(via); err == nil && a.Is6() {
+		return p.routeLAN(ns, dev, "", via, false, true)
+	}
+	return p.routeLAN(ns, dev, via, "", true, false)
+}
+
+// RouteLANViaGateways routes the other side's IPv4 LAN prefix via via4 and its IPv6 prefix via
+// via6, out of dev ("" gateways: directly to dev).
+func (p *PeerPair) RouteLANViaGateways(ns *NS, dev, via4, via6 string) error {
+	return p.routeLAN(ns, dev, via4, via6, true, true)
+}
+
+func (p *PeerPair) routeLAN(ns *NS, dev, via4, via6 string, v4, v6 bool) error {
 	lan4, lan6 := p.Addrs.ALAN4, p.Addrs.ALAN6
 	if ns == p.A {
 		lan4, lan6 = p.Addrs.BLAN4, p.Addrs.BLAN6
 	}
-	for _, dst := range []string{lan4, lan6} {
-		if err := ns.AddRoute(Route{Dst: dst, Dev: dev, Via: via}); err != nil {
+	if v4 {
+		if err := ns.AddRoute(Route{Dst: lan4, Dev: dev, Via: via4}); err != nil {
+			return err
+		}
+	}
+	if v6 {
+		if err := ns.AddRoute(Route{Dst: lan6, Dev: dev, Via: via6}); err != nil {
 			return err
 		}
 	}
