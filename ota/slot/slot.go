@@ -137,10 +137,10 @@ func Other(name string) string {
 	return "a"
 }
 
-// FromBoard opens slot name ("a" or "b") of a board's flash layout. A region with its own
-// Device is used whole from Offset; otherwise a region with a partition Name is looked up by
-// GPT/MTD name under sysRoot ("/" on the device) in /sys/class/block; otherwise Offset and Size
-// are taken on Flash.Device.
+// FromBoard opens slot name ("a" or "b") of a board's flash layout. Region offsets are
+// absolute on Flash.Device (board.Region). The slot is opened, in order of preference: as its
+// own partition node (Region.Device), as the partition with its GPT name found under sysRoot
+// ("/" on the device) in /sys/class/block, or as [Offset, Offset+Size) of Flash.Device.
 func FromBoard(fl board.Flash, name, sysRoot string) (*Region, io.Closer, error) {
 	var r board.Region
 	switch name {
@@ -151,26 +151,28 @@ func FromBoard(fl board.Flash, name, sysRoot string) (*Region, io.Closer, error)
 	default:
 		return nil, nil, fmt.Errorf("slot %q: want a or b", name)
 	}
-	switch {
-	case r.Device != "":
-		return Open(name, r.Device, r.Offset, r.Size)
-	case r.Name != "" && fl.Kind != "nand" && fl.Kind != "nor":
-		dev, err := FindPartition(sysRoot, r.Name)
-		if err != nil {
-			if fl.Device == "" || r.Size == 0 {
-				return nil, nil, fmt.Errorf("slot %s: %w", name, err)
-			}
-		} else {
-			return Open(name, dev, 0, r.Size)
-		}
-	}
-	if fl.Device == "" {
-		return nil, nil, fmt.Errorf("slot %s: board names no device for it", name)
-	}
 	if fl.Kind == "nand" || fl.Kind == "nor" {
 		return nil, nil, fmt.Errorf("slot %s: %s flash (%s) needs MTD/UBI volume writes, not implemented", name, fl.Kind, fl.Device)
 	}
-	return Open(name, fl.Device, r.Offset, r.Size)
+	var errs []string
+	if r.Device != "" {
+		reg, c, err := Open(name, filepath.Join(sysRoot, r.Device), 0, r.Size)
+		if err == nil {
+			return reg, c, nil
+		}
+		errs = append(errs, err.Error())
+	}
+	if r.Name != "" {
+		dev, err := FindPartition(sysRoot, r.Name)
+		if err == nil {
+			return Open(name, dev, 0, r.Size)
+		}
+		errs = append(errs, err.Error())
+	}
+	if fl.Device != "" && r.Size > 0 {
+		return Open(name, filepath.Join(sysRoot, fl.Device), r.Offset, r.Size)
+	}
+	return nil, nil, fmt.Errorf("slot %s: cannot locate it (%s)", name, strings.Join(errs, "; "))
 }
 
 // FindPartition returns the /dev node of the block partition whose GPT name is partName, by

@@ -107,7 +107,9 @@ func TestFromBoard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	disk := tempDisk(t, 1<<16)
+	if err := os.WriteFile(filepath.Join(root, "dev", "vda"), make([]byte, 1<<16), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name     string
 		fl       board.Flash
@@ -115,11 +117,12 @@ func TestFromBoard(t *testing.T) {
 		wantSize int64
 		wantErr  string
 	}{
-		{"gpt by name", board.Flash{Kind: "virtio", Device: "/nonexistent", SlotA: board.Region{Name: "slot_a"}, SlotB: board.Region{Name: "slot_b"}}, "b", 8192, ""},
-		{"offset on device", board.Flash{Kind: "emmc", Device: disk, SlotA: board.Region{Offset: 4096, Size: 8192}}, "a", 8192, ""},
-		{"own device", board.Flash{Kind: "emmc", SlotB: board.Region{Device: disk, Offset: 0, Size: 1024}}, "b", 1024, ""},
+		{"partition node", board.Flash{Kind: "virtio", Device: "/dev/vda", SlotB: board.Region{Name: "slot_b", Device: "/dev/vda2", Offset: 1 << 20, Size: 8192}}, "b", 8192, ""},
+		{"gpt by name", board.Flash{Kind: "virtio", Device: "/dev/vda", SlotA: board.Region{Name: "slot_a", Device: "/dev/nonexistent", Offset: 1 << 20, Size: 4096}}, "a", 4096, ""},
+		{"offset on device", board.Flash{Kind: "emmc", Device: "/dev/vda", SlotA: board.Region{Offset: 4096, Size: 8192}}, "a", 8192, ""},
 		{"nand refused", board.Flash{Kind: "nand", Device: "/dev/mtd4", SlotA: board.Region{Name: "rootfs"}}, "a", 0, "not implemented"},
-		{"bad name", board.Flash{Kind: "emmc", Device: disk}, "c", 0, "want a or b"},
+		{"bad name", board.Flash{Kind: "emmc", Device: "/dev/vda"}, "c", 0, "want a or b"},
+		{"nowhere", board.Flash{Kind: "emmc", SlotA: board.Region{Name: "missing"}}, "a", 0, "cannot locate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, c, err := FromBoard(tc.fl, tc.slot, root)
