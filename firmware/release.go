@@ -36,16 +36,28 @@ const maxReleaseBytes = 16 << 10
 
 // ParseRelease decodes and checks a release file.
 func ParseRelease(b []byte) (Release, error) {
-	var r Release
 	if len(b) > maxReleaseBytes {
-		return r, fmt.Errorf("release: %d bytes; want at most %d", len(b), maxReleaseBytes)
+		return Release{}, fmt.Errorf("release: %d bytes; want at most %d", len(b), maxReleaseBytes)
+	}
+	var raw struct {
+		Version string `json:"version"`
+		Board   string `json:"board"`
+		Built   string `json:"built"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&r); err != nil {
+	if err := dec.Decode(&raw); err != nil {
 		return Release{}, fmt.Errorf("release: %w", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Release{}, errors.New("release: trailing data after the JSON object")
+	}
+	r := Release{Version: raw.Version, Board: raw.Board}
+	if raw.Built != "" {
+		t, err := time.Parse(time.RFC3339, raw.Built)
+		if err != nil {
+			return Release{}, fmt.Errorf("release: built %q: want an RFC 3339 time", truncate(raw.Built, 40))
+		}
+		r.Built = t
 	}
 	if err := checkLabel("version", r.Version, true); err != nil {
 		return Release{}, err

@@ -29,6 +29,17 @@ type Service interface {
 	Run(ctx context.Context, up func()) error
 }
 
+// StopLaster is implemented by services that must outlive every other service at shutdown
+// (the watchdog). Such a service is stopped once all services without StopLast have returned.
+type StopLaster interface {
+	StopLast() bool
+}
+
+func stopsLast(s Service) bool {
+	l, ok := s.(StopLaster)
+	return ok && l.StopLast()
+}
+
 // Func adapts a function to a Service.
 func Func(name string, deps []string, run func(ctx context.Context, up func()) error) Service {
 	return funcService{name: name, deps: deps, run: run}

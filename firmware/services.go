@@ -353,6 +353,10 @@ type WatchdogService struct {
 // Name is "watchdog".
 func (*WatchdogService) Name() string { return "watchdog" }
 
+// StopLast keeps the watchdog fed until every other service has stopped: a shutdown that hangs
+// still ends in a reset.
+func (*WatchdogService) StopLast() bool { return true }
+
 // Deps is none.
 func (*WatchdogService) Deps() []string { return nil }
 
@@ -473,7 +477,7 @@ func (s *ConsoleService) Run(ctx context.Context, up func()) error {
 	dev := s.device()
 	// O_NOCTTY: meshd is a session leader (u-root's init starts it with setsid); the console
 	// must become the shell's controlling terminal, not meshd's.
-	f, err := os.OpenFile(dev, os.O_RDWR|unix.O_NOCTTY, 0)
+	f, err := os.OpenFile(dev, os.O_RDWR|os.O_APPEND|unix.O_NOCTTY, 0)
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}

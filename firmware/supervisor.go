@@ -535,7 +535,8 @@ func (s *Supervisor) checkReady() {
 }
 
 // stopAll is the shutdown: a running service is cancelled once every service that depends on
-// it has returned, so dependents stop before their dependencies.
+// it has returned, so dependents stop before their dependencies; StopLast services go after
+// all the others.
 func (s *Supervisor) stopAll() error {
 	s.shutdown = true
 	s.log.Info("supervisor shutting down")
@@ -565,6 +566,13 @@ func (s *Supervisor) stopAll() error {
 			for _, d := range v.dependents {
 				if d.running {
 					blocked = true
+				}
+			}
+			if stopsLast(v.svc) {
+				for _, o := range s.order {
+					if o.running && !stopsLast(o.svc) {
+						blocked = true
+					}
 				}
 			}
 			if !blocked {

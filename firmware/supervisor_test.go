@@ -536,3 +536,24 @@ func TestSupervisorRunTwice(t *testing.T) {
 		t.Errorf("Ping() after Run returned = nil; want not running")
 	}
 }
+
+type lastService struct{ Service }
+
+func (lastService) StopLast() bool { return true }
+
+func TestSupervisorStopLast(t *testing.T) {
+	var mu sync.Mutex
+	var stopped []string
+	h := startSupervisor(t, SupervisorOptions{},
+		lastService{blocker("watchdog", nil, &stopped, &mu)},
+		blocker("data", nil, &stopped, &mu),
+		blocker("lan", []string{"data"}, &stopped, &mu),
+	)
+	<-h.sup.Ready()
+	if err := h.shutdown(t); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"lan", "data", "watchdog"}; !cmp.Equal(stopped, want) {
+		t.Errorf("stop order %v; want %v", stopped, want)
+	}
+}
