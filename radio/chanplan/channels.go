@@ -167,6 +167,24 @@ func (s Spec) Span() (lo, hi int) {
 	return s.Center1 - half, s.Center1 + half
 }
 
+// subs is Subchannels without allocating (at most 8 subchannels: 160 MHz).
+func (s Spec) subs() (out [8]int, n int) {
+	lo, hi := s.Span()
+	if s.Band() == Band2G4 {
+		out[0] = lo
+		if lo == hi {
+			return out, 1
+		}
+		out[1] = hi
+		return out, 2
+	}
+	for f := lo; f <= hi && n < 8; f += 20 {
+		out[n] = f
+		n++
+	}
+	return out, n
+}
+
 // Subchannels returns the centre frequencies of the 20 MHz channels the channel covers, ascending.
 func (s Spec) Subchannels() []int {
 	lo, hi := s.Span()

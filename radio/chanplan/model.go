@@ -168,22 +168,22 @@ func Overlap(s, t Spec) float64 {
 	if band != t.Band() || s.IsZero() || t.IsZero() {
 		return 0
 	}
-	ts := t.Subchannels()
+	ts, tn := t.subs()
 	best := func(a int) float64 {
 		m := 0.0
-		for _, b := range ts {
+		for _, b := range ts[:tn] {
 			if l := leak(band, a-b); l > m {
 				m = l
 			}
 		}
 		return m
 	}
-	subs := s.Subchannels()
+	ss, sn := s.subs()
 	sum := 0.0
-	for _, a := range subs {
+	for _, a := range ss[:sn] {
 		sum += best(a)
 	}
-	return 0.5*best(s.Freq) + 0.5*sum/float64(len(subs))
+	return 0.5*best(s.Freq) + 0.5*sum/float64(sn)
 }
 
 // Cost is the evaluation of an assignment.

@@ -291,7 +291,7 @@ func TestPolicyHysteresis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Changes) != 1 || d.Changes[0].Forced || d.Gain < 0.3 && d.WorstGainDB < 5 {
+	if len(d.Changes) != 1 || d.Changes[0].Forced || d.Gain < 0.3 && d.RadioGainDB < 5 {
 		t.Errorf("Decide(big gain) = %+v; want one unforced change with gain ≥30%% or ≥5 dB", d)
 	}
 	// Same, but the radio changed 3 hours ago: no move.
