@@ -635,3 +635,34 @@ func TestWatchdogServiceNoDevice(t *testing.T) {
 		t.Errorf("Run() = %v", err)
 	}
 }
+
+// TestDataServiceAlreadyMounted: a restarted data service adopts the mount its earlier run made
+// (here the RAM fallback) instead of mounting again, and still unmounts it at shutdown.
+func TestDataServiceAlreadyMounted(t *testing.T) {
+	root := t.TempDir()
+	b, _ := board.Lookup("qemu-virt-arm64")
+	m := &FakeMounter{}
+	target := filepath.Join(root, "data")
+	if err := m.Mount("tmpfs", target, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	dev := &Device{Root: root, Board: b, Log: NewLogging(nil, 100, 1<<20).Logger, Clock: RealClock{},
+		Sys: System{Mounter: m, Power: &FakePower{}}}
+	svc := &DataService{Dev: dev, Boot: true, WaitDevice: time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	upc := make(chan struct{})
+	go func() { done <- svc.Run(ctx, func() { close(upc) }) }()
+	<-upc
+	if dev.Persistent() || dev.Store() == nil {
+		t.Errorf("Persistent() = %v, Store() = %v; want a RAM store", dev.Persistent(), dev.Store())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run() = %v", err)
+	}
+	want := []string{"mount tmpfs tmpfs " + target, "umount " + target}
+	if diff := cmp.Diff(want, m.Events()); diff != "" {
+		t.Errorf("mount events mismatch (-want +got):\n%s", diff)
+	}
+}

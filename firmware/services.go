@@ -126,11 +126,18 @@ func (s *DataService) Run(ctx context.Context, up func()) error {
 	}
 	persistent, mountedHere := true, false
 	if s.Boot {
-		already, err := IsMounted(d.Sys.Mounter, target)
+		ms, err := d.Sys.Mounter.Mounts()
 		if err != nil {
 			d.Log.Warn("data: cannot read the mount table", "err", err)
 		}
-		if !already {
+		for _, m := range ms {
+			if filepath.Clean(m.Target) == filepath.Clean(target) {
+				// A restart of this service: the earlier run mounted it.
+				d.Log.Info("data: already mounted", "target", target, "fs", m.FSType, "source", m.Source)
+				persistent, mountedHere = m.FSType != "tmpfs", true
+			}
+		}
+		if !mountedHere {
 			src, err := s.mountData(ctx, target)
 			if err != nil {
 				d.Log.Error("data partition not mounted; using RAM (settings will not survive a reboot)",
