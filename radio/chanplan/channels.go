@@ -334,6 +334,9 @@ type ChannelState struct {
 	DFS DFSState `json:"dfs,omitempty"`
 	// NOPUntil is the end of the non-occupancy period when DFS is DFSUnavailable.
 	NOPUntil time.Time `json:"nop_until,omitzero"`
+	// LastRadar is when radar was last seen on the channel (zero: never). Radar tends to come
+	// back, so the planner keeps avoiding the channel for a while after its NOP (RadarMemory).
+	LastRadar time.Time `json:"last_radar,omitzero"`
 	// NoHT40Minus/NoHT40Plus/No80/No160 are the regulatory width limits of the channel.
 	NoHT40Minus bool `json:"no_ht40_minus,omitempty"`
 	NoHT40Plus  bool `json:"no_ht40_plus,omitempty"`

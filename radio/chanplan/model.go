@@ -92,6 +92,10 @@ type Params struct {
 	// MinLoad is the airtime every one of our radios is assumed to use (beacons, management;
 	// default 0.05).
 	MinLoad float64 `json:"min_load,omitempty"`
+	// RadarPenalty is added to channels with radar seen within RadarMemory (defaults 3 and
+	// 24 h): after its 30-minute NOP a radar channel is legal again, but radar tends to return.
+	RadarPenalty float64       `json:"radar_penalty,omitempty"`
+	RadarMemory  time.Duration `json:"radar_memory,omitempty"`
 }
 
 func (p Params) withDefaults() Params {
@@ -106,6 +110,12 @@ func (p Params) withDefaults() Params {
 	}
 	if p.MinLoad == 0 {
 		p.MinLoad = 0.05
+	}
+	if p.RadarPenalty == 0 {
+		p.RadarPenalty = 3
+	}
+	if p.RadarMemory == 0 {
+		p.RadarMemory = 24 * time.Hour
 	}
 	return p
 }
@@ -375,6 +385,12 @@ func (m *model) unary(i int, s Spec) (interf, penalty float64) {
 	if s != r.Current {
 		if u, _ := Allowed(s, r.Channels, m.in.Now); u == NeedsCAC {
 			penalty += m.p.CACPenalty
+		}
+	}
+	for _, f := range s.Subchannels() {
+		if lr := r.Channels[f].LastRadar; !lr.IsZero() && m.in.Now.Sub(lr) < m.p.RadarMemory {
+			penalty += m.p.RadarPenalty
+			break
 		}
 	}
 	return interf, penalty

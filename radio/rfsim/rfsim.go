@@ -357,19 +357,25 @@ func (tx Transmitter) Load(t time.Time) float64 {
 // sensitivity is the weakest signal a scan reports.
 const sensitivity = -92.0
 
-// Radar marks freq as radar-hit for radio id at t: its non-occupancy period runs until t+NOP.
-func (e *Env) Radar(id string, freq int, t time.Time) {
+// Radar marks radar on radio id's channel s at t: like the kernel, every 20 MHz channel of s
+// enters its non-occupancy period (until t+NOP) and loses its CAC.
+func (e *Env) Radar(id string, s chanplan.Spec, t time.Time) {
 	if e.radar[id] == nil {
 		e.radar[id] = map[int]time.Time{}
 	}
-	e.radar[id][freq] = t.Add(chanplan.NOP)
+	for _, f := range s.Subchannels() {
+		e.radar[id][f] = t.Add(chanplan.NOP)
+	}
 }
 
 func (e *Env) channels(r chanplan.Radio, now time.Time) map[int]chanplan.ChannelState {
 	out := make(map[int]chanplan.ChannelState, len(r.Channels))
 	for f, st := range r.Channels {
-		if until, ok := e.radar[r.ID][f]; ok && now.Before(until) {
-			st.DFS, st.NOPUntil = chanplan.DFSUnavailable, until
+		if until, ok := e.radar[r.ID][f]; ok {
+			st.LastRadar = until.Add(-chanplan.NOP)
+			if now.Before(until) {
+				st.DFS, st.NOPUntil = chanplan.DFSUnavailable, until
+			}
 		}
 		out[f] = st
 	}

@@ -57,8 +57,11 @@ type SimResult struct {
 	Unforced, Forced map[string]int
 	// MaxPerDay is the most unforced moves of one radio within any 24 h.
 	MaxPerDay int
-	// Flaps counts returns to the previous channel within 48 h (A → B → A).
-	Flaps int
+	// Flaps counts unforced returns to the previous channel within 48 h (A → B → A, both
+	// moves unforced); RadarReturns the unforced returns within 48 h to a channel a radar move
+	// left.
+	Flaps        int
+	RadarReturns int
 	// Violations lists broken invariants: a radio on a channel in its radar non-occupancy
 	// period, or a forced move onto a channel that needed a CAC.
 	Violations []string
@@ -131,8 +134,12 @@ func (e *Env) Simulate(cfg SimConfig) (SimResult, error) {
 				res.Unforced[c.Radio]++
 			}
 			h := history[c.Radio]
-			if len(h) > 0 && h[len(h)-1].From == c.To && t.Sub(h[len(h)-1].At) < 48*time.Hour {
-				res.Flaps++
+			if len(h) > 0 && !c.Forced && h[len(h)-1].From == c.To && t.Sub(h[len(h)-1].At) < 48*time.Hour {
+				if h[len(h)-1].Forced {
+					res.RadarReturns++
+				} else {
+					res.Flaps++
+				}
 			}
 			history[c.Radio] = append(h, m)
 		}
@@ -190,7 +197,10 @@ func (e *Env) Simulate(cfg SimConfig) (SimResult, error) {
 			if !ok {
 				continue
 			}
-			e.Radar(ev.Radio, cur.Freq, ev.At)
+			e.Radar(ev.Radio, cur, ev.At)
+			for _, f := range cur.Subchannels() {
+				delete(cleared[ev.Radio], f) // radar voids the CAC
+			}
 			in := input(t)
 			in.Force = []string{ev.Radio}
 			d, err := policy.Decide(in, hist)
