@@ -311,3 +311,19 @@ func TestParseListSA(t *testing.T) {
 		t.Errorf("parseListSA(bad port) = %v; want an error naming local-port", err)
 	}
 }
+
+func TestSocketPathTooLong(t *testing.T) {
+	l, err := Open(Options{Dir: t.TempDir() + "/" + strings.Repeat("d", 90)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ns := &NS{Name: "mr-x-000000", short: "x", lab: l}
+	cfg := CharonConfig{Conns: []Conn{{Name: "t", LocalAddrs: []string{"192.0.2.1"}, RemoteAddrs: []string{"192.0.2.2"}, PSK: "k"}}}
+	if _, err := l.StartCharon(ns, cfg); err == nil || !strings.Contains(err.Error(), "unix sockets") {
+		t.Errorf("StartCharon(long dir) = %v; want a socket path length error", err)
+	}
+	if _, err := l.StartFRR(ns, FRRConfig{ASN: 1, RouterID: "192.0.2.1"}); err == nil {
+		t.Errorf("StartFRR(long dir) = nil; want an error")
+	}
+}

@@ -236,6 +236,9 @@ func (l *Lab) StartFRR(ns *NS, cfg FRRConfig) (*FRR, error) {
 		return nil, err
 	}
 	f := &FRR{NS: ns, Dir: dir, cfg: cfg, lab: l}
+	if n := len(filepath.Join(dir, "zserv.api")); n > maxSocketPath {
+		return nil, fmt.Errorf("lab: frr %s: socket paths in %s are too long for unix sockets (%d > %d bytes): use a shorter lab Dir", cfg.name(), dir, n, maxSocketPath)
+	}
 	// FRR refuses to run as root (vty group check) and drops to user frr: the directory must
 	// be its own.
 	if u, err := user.Lookup("frr"); err == nil {

@@ -563,3 +563,31 @@ func SweepNamespaces(prefix string) ([]string, error) {
 	}
 	return removed, errors.Join(errs...)
 }
+
+// AddTap creates a persistent TAP interface in the namespace (for QEMU's
+// `-netdev tap,id=...,ifname=NAME,script=no,downscript=no`, run inside the namespace with
+// NS.Start). It goes away with the namespace.
+func (ns *NS) AddTap(name string) error {
+	if err := checkIfName(name); err != nil {
+		return err
+	}
+	return ns.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("lab: %s: tap %s: %w", ns.Name, name, err)
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return fmt.Errorf("lab: %s: tap %s: %w", ns.Name, name, err)
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			return fmt.Errorf("lab: %s: tap %s: TUNSETIFF: %w", ns.Name, name, err)
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			return fmt.Errorf("lab: %s: tap %s: TUNSETPERSIST: %w", ns.Name, name, err)
+		}
+		return nil
+	})
+}

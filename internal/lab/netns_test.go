@@ -345,6 +345,28 @@ func TestLabDoTUN(t *testing.T) {
 	if _, err := net.InterfaceByName("mrtun0"); err == nil {
 		t.Errorf("mrtun0 exists in the test's own namespace; want it only in %s", ns)
 	}
+	// A persistent TAP (for QEMU) that a later open attaches to.
+	if err := ns.AddTap("tap0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("tap0")
+		if err != nil {
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}); err != nil {
+		t.Errorf("attach to persistent tap0 = %v", err)
+	}
+	if !ns.HasLink("tap0") {
+		t.Errorf("tap0 gone after the attaching fd closed; want it persistent")
+	}
 	if err := ns.AddAddr("mrtun0", "169.254.20.2/30"); err != nil {
 		t.Fatal(err)
 	}

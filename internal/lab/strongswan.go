@@ -29,6 +29,9 @@ type Charon struct {
 	proc *Process
 }
 
+// maxSocketPath is sun_path's size on Linux minus the terminating NUL.
+const maxSocketPath = 107
+
 // TunDevice is the TUN interface kernel-libipsec creates in charon's namespace.
 const TunDevice = "ipsec0"
 
@@ -58,6 +61,9 @@ func (l *Lab) StartCharon(ns *NS, cfg CharonConfig) (*Charon, error) {
 		return nil, err
 	}
 	c := &Charon{NS: ns, Dir: dir, lab: l, cfg: cfg}
+	if n := len(c.ViciSocket()); n > maxSocketPath {
+		return nil, fmt.Errorf("lab: charon %s: vici socket path %s is %d bytes; unix sockets allow %d: use a shorter lab Dir", cfg.name(), c.ViciSocket(), n, maxSocketPath)
+	}
 	if err := os.MkdirAll(c.runDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("lab: charon %s: %w", cfg.name(), err)
 	}

@@ -99,6 +99,9 @@ type ConcentratorAddrs struct {
 	VPCHost4, VPCHost6 string
 	EndpointVPC4       [2]string
 	EndpointVPC6       [2]string
+	// WANHost4/6 are "somewhere on the internet" (on the internet namespace's lo): what a
+	// site reaches through NAT rather than through the VPN.
+	WANHost4, WANHost6 string
 }
 
 // Tunnel is what the site's client needs to dial one tunnel.
@@ -163,6 +166,7 @@ var DefaultConcentratorAddrs = ConcentratorAddrs{
 	VPCHost4:         "10.0.0.10", VPCHost6: "fd00:a00::10",
 	EndpointVPC4: [2]string{"10.0.0.2", "10.0.0.3"},
 	EndpointVPC6: [2]string{"fd00:a00::2", "fd00:a00::3"},
+	WANHost4:     "198.18.0.1", WANHost6: "2001:db8:ff::1",
 }
 
 // insideHosts returns the concentrator (first) and site (second) host addresses of a /30 or /126.
@@ -295,6 +299,7 @@ func NewConcentrator(l *Lab, cfg ConcentratorConfig) (*Concentrator, error) {
 		// site <-> site LAN host
 		func() error { return l.Veth(c.Site, "lan0", c.SiteLAN, "eth0") },
 		func() error { return c.VPC.AddBridge("br0") },
+		func() error { return c.Internet.AddAddr("lo", a.WANHost4+"/32", a.WANHost6+"/128") },
 	}
 	lan4, _ := firstOfFamily(cfg.SiteLANPrefixes, false)
 	lan6, _ := firstOfFamily(cfg.SiteLANPrefixes, true)

@@ -50,6 +50,11 @@ func TestLabConcentrator(t *testing.T) {
 			t.Errorf("endpoint %d frr.conf has no MED %d route-map", i+1, 100*(i+1))
 		}
 	}
+	for _, dst := range []string{a.WANHost4, a.WANHost6} {
+		if err := c.Site.Ping("", dst, 1); err != nil {
+			t.Errorf("site ping WAN host %s: %v", dst, err)
+		}
+	}
 	tun := c.Tunnels()
 	if tun[0].AWSInside4 != "169.254.10.1" || tun[0].SiteInside4 != "169.254.10.2" || tun[1].AWSInside6 != "fd00:a9fe:11::1" || tun[1].SiteInside6 != "fd00:a9fe:11::2" {
 		t.Errorf("Tunnels() inside addresses = %+v; want AWS .1/::1, site .2/::2", tun)
