@@ -261,6 +261,7 @@ type udpWriter struct {
 	nameLen uint32
 	n, sent int
 	errno   syscall.Errno
+	gsoMax  int // 0: no limit; > 0: largest datagram sent with GSO; -1: no GSO
 	writeFn func(fd uintptr) bool
 }
 
@@ -305,10 +306,18 @@ func (w *udpWriter) WriteBatch(dst netip.AddrPort, pkts [][]byte) error {
 				break
 			}
 			// Message w.sent failed.
-			if w.count[w.sent] > 1 && (w.errno == unix.EIO || w.errno == unix.EINVAL) {
-				// No GSO on this path (checksum offload missing, or a segment above the
-				// route MTU): turn it off and resend from this message's first datagram.
-				w.c.gso.Store(false)
+			if w.count[w.sent] > 1 {
+				switch w.errno {
+				case unix.EIO:
+					// No checksum offload on the path: no GSO on this socket at all.
+					w.c.gso.Store(false)
+				case unix.EMSGSIZE, unix.EINVAL:
+					// A segment above the route MTU: GSO refuses what plain sends
+					// fragment. Send datagrams of this size one by one from now on.
+					w.gsoMax = len(pkts[w.first[w.sent]]) - 1
+				default:
+					w.gsoMax = -1 // unknown: stop coalescing on this writer
+				}
 				used = w.first[w.sent] - i
 				break
 			}
@@ -334,7 +343,7 @@ func (w *udpWriter) build(pkts [][]byte, base int, gso bool) (nmsg, used int) {
 		cnt, total := 0, 0
 		for used < len(pkts) && used < len(w.iovs) {
 			l := len(pkts[used])
-			if cnt > 0 && (!gso || l > seg || cnt >= udpMaxSegments || total+l > maxGSOPayload) {
+			if cnt > 0 && (!gso || l > seg || cnt >= udpMaxSegments || total+l > maxGSOPayload || (w.gsoMax != 0 && seg > w.gsoMax)) {
 				break
 			}
 			if l == 0 {

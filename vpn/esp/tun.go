@@ -41,5 +41,29 @@ func CreateTUN(name string, mtu int) (TUN, error) {
 	if err != nil {
 		return nil, fmt.Errorf("esp: create tun %q: %w", name, err)
 	}
-	return dev, nil
+	// MTU() asks the kernel through a socket of the calling thread's namespace: read it now,
+	// while that is the device's namespace (the data plane runs on other threads).
+	got, err := dev.MTU()
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("esp: tun %q: %w", name, err)
+	}
+	t := &nativeTUN{Device: dev, mtu: got}
+	// The device reports link events on a small channel and blocks when it is full: drain it
+	// (until Close closes it).
+	go func() {
+		for range dev.Events() {
+		}
+	}()
+	return t, nil
 }
+
+// nativeTUN is a wireguard-go TUN device with its MTU read at creation.
+type nativeTUN struct {
+	wgtun.Device
+	mtu int
+}
+
+// MTU is the device's MTU when it was created (the tunnel layer owns it and does not change it
+// behind the data plane's back).
+func (t *nativeTUN) MTU() (int, error) { return t.mtu, nil }

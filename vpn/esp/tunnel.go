@@ -24,7 +24,8 @@ type TunnelConfig struct {
 	Remote netip.AddrPort
 	// MTU is the largest inner packet sent whole: larger IPv4 packets are fragmented before
 	// encryption (DF cleared, or refused with ICMP when KeepDF), larger IPv6 packets get an
-	// ICMPv6 "packet too big". 0 means AWSMTU of the outbound SA's suite with NAT-T.
+	// ICMPv6 "packet too big". 0 means AWSMTU of the outbound SA's suite with NAT-T, or the
+	// same computed for an IPv6 outer header when Remote is IPv6 (20 bytes less).
 	MTU int
 	// MSS is the TCP MSS clamped on SYN and SYN-ACK in both directions for IPv4; 0 means
 	// DefaultMSS (AWS's 1379). MSS6 is the IPv6 value; 0 means MSS-20.
@@ -234,7 +235,8 @@ func (t *Tunnel) SetOutbound(p Params) (*SA, error) {
 	}
 	mtu := t.cfg.MTU
 	if mtu == 0 {
-		mtu, _ = AWSMTU(p.Suite, true)
+		// AWS's table (IPv4 outside); the same rule with an IPv6 outer header otherwise.
+		mtu = p.Suite.MTU(1500, !t.Remote().Addr().Unmap().Is4(), true)
 	}
 	t.out.Store(&outboundSA{sa: sa, mtu: mtu})
 	t.log.Info("esp outbound sa switched", "sa", sa, "mtu", mtu)
@@ -357,6 +359,8 @@ type sender struct {
 	nicmp   int
 	icmpOut [][]byte
 	pkts    [][]byte // sealed ESP packets to send
+
+	errLogged time.Time
 
 	// per-batch counters
 	pktsOut, bytesOut, wireOut, noSA, malformed, seqExhausted uint64
@@ -555,6 +559,10 @@ func (s *sender) flush(o *outboundSA) {
 	if len(s.pkts) > 0 {
 		if err := s.w.WriteBatch(t.Remote(), s.pkts); err != nil {
 			t.sendErrors.Add(1)
+			if time.Since(s.errLogged) > 10*time.Second {
+				t.log.Warn("esp tunnel: send failed", "err", err)
+				s.errLogged = time.Now()
+			}
 		}
 	}
 	s.pkts = s.pkts[:0]
