@@ -44,8 +44,8 @@ type TunnelConfig struct {
 	Inside4, Inside6 string
 	// IKEProposals and ESPProposals (default: AWS's full default lists, GCM first).
 	IKEProposals, ESPProposals []string
-	// MED set on routes advertised to the site (defaults 100 and 200). Set EqualMED on both
-	// tunnels for equal MEDs (ECMP) — or set both MEDs to the same non-zero value.
+	// MED set on routes advertised to the site (defaults 100 and 200: AWS marks its primary
+	// tunnel with the lower MED). Give both tunnels the same value for equal paths (ECMP).
 	MED uint32
 	// MaxPrefix from the site (AWS: 100 per VPN connection; 0: none).
 	MaxPrefix int
@@ -513,6 +513,13 @@ func (c *Concentrator) ImpairPath(i int, lossPercent float64) error {
 	}
 	return c.Internet.Impair(ep.PathDev, Impairment{LossPercent: lossPercent})
 }
+
+// CutSiteUplink takes the site's WAN link down (on the internet's side): the site loses both
+// endpoints and the WAN host; its LAN is unaffected.
+func (c *Concentrator) CutSiteUplink() error { return c.Internet.LinkDown("site0") }
+
+// RestoreSiteUplink brings the site's WAN link back up.
+func (c *Concentrator) RestoreSiteUplink() error { return c.Internet.LinkUp("site0") }
 
 // ImpairSiteUplink drops loss percent of the site's WAN packets (both directions, on the
 // internet's side of the link); 0 removes it.

@@ -77,6 +77,23 @@ func TestLabConcentrator(t *testing.T) {
 		t.Errorf("site ping endpoint 1 after restore: %v", err)
 	}
 
+	// Cut and restore the site's uplink.
+	if err := c.CutSiteUplink(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Site.Ping("", a.WANHost4, 1); err == nil {
+		t.Errorf("site reaches the WAN host with its uplink cut")
+	}
+	if err := c.SiteLAN.Ping("", a.SiteLANGateway4, 1); err != nil {
+		t.Errorf("site LAN with the uplink cut: %v", err)
+	}
+	if err := c.RestoreSiteUplink(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Site.WaitPing(ctx, "", a.WANHost4); err != nil {
+		t.Errorf("site ping WAN host after restore: %v", err)
+	}
+
 	// End to end with a strongSwan stand-in for our client on tunnel 1: site LAN host <-> VPC
 	// host over the BGP routes (MED 100 seen at the site).
 	s, err := c.StartSiteStrongSwan(1)
