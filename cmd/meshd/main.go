@@ -5,8 +5,9 @@
 //
 //	MESHROOT-READY {"board":"qemu-virt-arm64","version":"0.1.0","services":["data","lan","watchdog","console"],"uptime_ms":2345}
 //
-// Stopping: SIGTERM or SIGINT stop the services cleanly and meshd exits (u-root's init then
-// starts its own shell); SIGUSR1 reboots and SIGUSR2 powers off, each after the clean stop.
+// Stopping: SIGTERM stops the services cleanly and meshd exits (u-root's init then starts its
+// own shell); SIGUSR1 reboots and SIGUSR2 powers off, each after the clean stop. On the device
+// the terminal's ^C, ^\ and ^Z signals are ignored (a development run stops on ^C).
 // `meshd -poweroff`, `meshd -reboot` and `meshd -halt` send those signals to the running meshd
 // (found through /run/meshd.pid); u-root's own poweroff/shutdown commands skip the clean stop.
 // `-poweroff-when-ready` (e.g. uroot.uinitargs=-poweroff-when-ready on the kernel command
@@ -28,7 +29,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
@@ -80,11 +81,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	actions := make(chan firmware.Action, 1)
-	sigs := make(chan os.Signal, 4)
-	// SIGHUP is caught (and dropped) rather than ignored: an ignored signal would stay ignored
-	// in the console shell meshd starts.
-	signal.Notify(sigs, firmware.SignalReboot, firmware.SignalPowerOff, syscall.SIGHUP)
+	sigs := make(chan os.Signal, 8)
+	// Caught rather than ignored (an ignored signal would stay ignored in the console shell
+	// meshd starts): SIGHUP always; on the device also the terminal's job-control signals,
+	// because until the console shell takes the console over, meshd's session owns it and a
+	// stray ^C, ^\ or ^Z typed on the serial line would stop the router.
+	signal.Notify(sigs, firmware.SignalReboot, firmware.SignalPowerOff, syscall.SIGHUP, syscall.SIGINT,
+		syscall.SIGQUIT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
 	go func() {
 		for s := range sigs {
@@ -93,6 +99,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				actions <- firmware.Reboot
 			case firmware.SignalPowerOff:
 				actions <- firmware.PowerOff
+			case syscall.SIGINT:
+				if !bootMode {
+					cancel() // a development run stops on ^C
+				}
+			case syscall.SIGQUIT:
+				if !bootMode {
+					cancel()
+				}
 			}
 		}
 	}()
