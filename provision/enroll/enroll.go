@@ -129,7 +129,12 @@ type Request struct {
 	Settings   *api.SiteSettings
 	Backoff    Backoff
 	Logger     *slog.Logger
+	// Dial, when set, makes the connections (tests and labs dial inside a namespace).
+	Dial DialFunc
 }
+
+// DialFunc makes a network connection.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Enroll exchanges the claim token and a CSR for a device certificate.
 func Enroll(ctx context.Context, r Request) (*Credentials, error) {
@@ -148,7 +153,7 @@ func Enroll(ctx context.Context, r Request) (*Credentials, error) {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	body, _ := json.Marshal(api.EnrollRequest{ClaimToken: r.ClaimToken, Serial: r.Serial, CSR: string(csr), Settings: r.Settings})
-	hc := &http.Client{Transport: transport(api.PinnedTLS(r.CAPin, u.Hostname()))}
+	hc := &http.Client{Transport: transport(api.PinnedTLS(r.CAPin, u.Hostname()), r.Dial)}
 	defer hc.CloseIdleConnections()
 	var resp api.EnrollResponse
 	err = retry(ctx, r.Backoff, r.Logger, "enroll", func(ctx context.Context) error {
@@ -188,10 +193,13 @@ func (c *Credentials) check(key *ecdsa.PrivateKey) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-func transport(tc *tls.Config) *http.Transport {
+func transport(tc *tls.Config, dial DialFunc) *http.Transport {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
+	}
 	return &http.Transport{
 		TLSClientConfig:       tc,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		DialContext:           dial,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 0, // per-attempt contexts bound requests; long polls need more
 		IdleConnTimeout:       90 * time.Second,
@@ -264,12 +272,20 @@ type Client struct {
 	NotAfter time.Time
 }
 
+// Options tune a Client.
+type Options struct {
+	Backoff Backoff
+	Logger  *slog.Logger
+	Dial    DialFunc
+}
+
 // NewClient returns the mTLS client for enrolled credentials.
-func NewClient(creds *Credentials, key *ecdsa.PrivateKey, b Backoff, log *slog.Logger) (*Client, error) {
+func NewClient(creds *Credentials, key *ecdsa.PrivateKey, o Options) (*Client, error) {
 	cert, err := creds.check(key)
 	if err != nil {
 		return nil, err
 	}
+	b, log := o.Backoff, o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -283,7 +299,7 @@ func NewClient(creds *Credentials, key *ecdsa.PrivateKey, b Backoff, log *slog.L
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
 	}
-	return &Client{base: strings.TrimSuffix(creds.CloudURL, "/"), hc: &http.Client{Transport: transport(tc)}, backoff: b, log: log, NotAfter: cert.NotAfter}, nil
+	return &Client{base: strings.TrimSuffix(creds.CloudURL, "/"), hc: &http.Client{Transport: transport(tc, o.Dial)}, backoff: b, log: log, NotAfter: cert.NotAfter}, nil
 }
 
 // Close drops idle connections.

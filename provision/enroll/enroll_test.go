@@ -48,7 +48,7 @@ func TestEnrollAndMTLS(t *testing.T) {
 	if creds.SiteID != "berlin-1" || len(creds.ProfileKeys) != 1 {
 		t.Errorf("credentials = %+v", creds)
 	}
-	cli, err := NewClient(creds, key, fast, nil)
+	cli, err := NewClient(creds, key, Options{Backoff: fast})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestEnrollAndMTLS(t *testing.T) {
 	}
 	// Credentials for another key are refused locally.
 	other, _, _ := identity.LoadOrCreateKey(t.TempDir())
-	if _, err := NewClient(creds, other, fast, nil); err == nil {
+	if _, err := NewClient(creds, other, Options{Backoff: fast}); err == nil {
 		t.Errorf("NewClient(another key) = nil error")
 	}
 }
@@ -176,7 +176,7 @@ func TestEnrollAnswerLost(t *testing.T) {
 		t.Errorf("enroll requests = %d; want 2 (lost, retried)", n)
 	}
 	creds.CloudURL = c.URL
-	cli, err := NewClient(creds, key, fast, nil)
+	cli, err := NewClient(creds, key, Options{Backoff: fast})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,15 @@ type Cloud struct {
 	Op *api.Client
 	// HTTP trusts the fleet CA (no client certificate).
 	HTTP *http.Client
+
+	stop func()
+}
+
+// Stop shuts the cloud down (the test's cleanup does it too); its data directory stays.
+func (c *Cloud) Stop() {
+	if c.stop != nil {
+		c.stop()
+	}
 }
 
 // Start runs a cloud with its data in dir (t.TempDir() when empty) until the test ends.
@@ -45,11 +55,15 @@ func Start(t testing.TB, dir string, cfg devcloud.Config) *Cloud {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		s.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			s.Close()
+		})
+	}
+	t.Cleanup(stop)
 	hc, err := api.TrustCA(s.CACertPEM(), 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -58,5 +72,5 @@ func Start(t testing.TB, dir string, cfg devcloud.Config) *Cloud {
 	for i := 0; s.URL() == "" && i < 100; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &Cloud{Server: s, URL: u, HTTP: hc, Op: &api.Client{BaseURL: u, Token: s.AdminToken(), HTTP: hc}}
+	return &Cloud{Server: s, URL: u, HTTP: hc, Op: &api.Client{BaseURL: u, Token: s.AdminToken(), HTTP: hc}, stop: stop}
 }
