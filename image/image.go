@@ -1,0 +1,757 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/cpio"
+	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/uio/llog"
+
+	"meshroot/board"
+)
+
+// CorePackage is the import path prefix of u-root's core commands.
+const CorePackage = "github.com/u-root/u-root/cmds/core/"
+
+// CoreCommands are the u-root core commands every image carries: what a field engineer needs on
+// the serial console to look at a router (files, processes, modules, network, watchdog, power).
+// Each one must be a `tool` directive in go.mod, or `go mod tidy` drops u-root from the module
+// and the build fails (TestCoreCommandsAreTools checks this).
+var CoreCommands = []string{
+	"init", "gosh",
+	"ls", "cat", "cp", "mv", "rm", "mkdir", "ln", "echo", "find", "grep", "more", "head", "tail",
+	"hexdump", "dd", "sync", "df", "mount", "umount", "blkid",
+	"ps", "kill", "pidof", "free", "uptime", "uname", "hostname", "date", "sleep", "dmesg", "strace",
+	"insmod", "rmmod", "lsmod",
+	"ip", "ping", "netstat", "wget", "dhclient",
+	"watchdog", "poweroff", "shutdown",
+}
+
+// DeviceCommands are our own commands bundled into the busybox binary when their package
+// exists in the source tree. meshd is the supervisor started as uinit.
+var DeviceCommands = []string{"meshroot/cmd/meshd", "meshroot/cmd/modprobe"}
+
+// ReleasePath is where the image records what it is (read by meshd for its version).
+const ReleasePath = "etc/meshroot/release"
+
+// Release is the content of /etc/meshroot/release.
+type Release struct {
+	Version string `json:"version"`
+	Board   string `json:"board"`
+	Built   string `json:"built"` // RFC 3339, UTC
+}
+
+// Budget is the image-size budget the build enforces (0 means no limit).
+//
+// Why these numbers: the initramfs is what every OTA update downloads and what an A/B slot
+// holds beside the kernel. Real boards keep each slot in a few tens of MiB of NAND/eMMC (the
+// board catalog's Flash.SlotA), the kernel takes 8-10 MiB of it, and later issues add hostapd,
+// libcrypto, regulatory.db and the Wi-Fi modules (about 5 MiB compressed, measured in
+// ../shared/notes/image-lab.md). 12 MiB compressed keeps kernel + initramfs under 24 MiB with
+// room for that growth; today's image uses a fraction of it (see the manifest). The raw limit
+// bounds RAM: the unpacked initramfs lives in memory for the device's life, and 48 MiB is under
+// 20 % of a 256 MiB IPQ50xx-class router.
+type Budget struct {
+	Compressed int64 `json:"compressed_bytes"`
+	Raw        int64 `json:"raw_bytes"`
+}
+
+// DefaultBudget is the budget Build applies unless Options.Budget says otherwise.
+var DefaultBudget = Budget{Compressed: 12 << 20, Raw: 48 << 20}
+
+// ErrOverBudget is returned (wrapped) when the image exceeds its budget; the outputs are still
+// written so they can be inspected.
+var ErrOverBudget = errors.New("image over its size budget")
+
+// File is an extra file to put in the image: copied from Host, or Data when Host is empty.
+type File struct {
+	// Path is the path in the image, e.g. "usr/sbin/hostapd" (a leading "/" is dropped).
+	Path string
+	// Host is the file on the build machine to copy.
+	Host string
+	// Data is the content when Host is "".
+	Data []byte
+	// Mode is the permission of a Data file (0644 when 0).
+	Mode os.FileMode
+}
+
+// Options are the inputs of Build.
+type Options struct {
+	// Board is the board the image is for (Name, Arch, Console, Modules are used).
+	Board board.Board
+	// OutDir receives vmlinuz, the compressed initramfs and manifest.json. It is created.
+	OutDir string
+	// Version is written to /etc/meshroot/release; "" means `git describe --always --dirty`
+	// in SourceDir, or "dev" when that fails.
+	Version string
+	// Built is the build time recorded in the release file; zero means now.
+	Built time.Time
+	// SourceDir is the root of the meshroot module; "" means found from the working directory.
+	SourceDir string
+	// KernelDir holds the kernel for Board.Arch: vmlinuz, version and modules/<kver>/kernel/...
+	// (as `make kernels` lays it out); "" means $MESHROOT_CACHE/kernel/<arch>, or
+	// <SourceDir>/.cache/kernel/<arch>.
+	KernelDir string
+	// Commands replaces the u-root core command names (CoreCommands when nil).
+	Commands []string
+	// ExtraCommands are more Go packages (import paths) for the busybox binary.
+	ExtraCommands []string
+	// NoUinit builds an image without meshd as uinit (u-root init then starts the shell).
+	NoUinit bool
+	// Modules are kernel modules to ship in addition to Board.Modules.
+	Modules []string
+	// Files are extra files (hostapd, regulatory.db, configuration...). Host ELF files get
+	// their shared libraries added with ldd when the board's arch is the build machine's;
+	// otherwise list the libraries as Files too.
+	Files []File
+	// Compression of the initramfs (XZ when "").
+	Compression Compression
+	// Budget overrides DefaultBudget when non-nil.
+	Budget *Budget
+	// Progress receives human-readable progress lines (nil: silent).
+	Progress func(format string, args ...any)
+	// Verbose also forwards u-root's own build log to Progress.
+	Verbose bool
+	// CacheDir holds reusable build products (the busybox binary, keyed by everything it is
+	// built from); "" means <cache>/busybox under DefaultCacheDir. NoCache builds afresh.
+	CacheDir string
+	NoCache  bool
+}
+
+// FileInfo describes one output file.
+type FileInfo struct {
+	Name   string `json:"name"` // relative to the output directory
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Manifest describes a built image; it is written as manifest.json beside the outputs.
+type Manifest struct {
+	Board         string      `json:"board"`
+	Arch          string      `json:"arch"`
+	Console       string      `json:"console"`
+	Version       string      `json:"version"`
+	Built         string      `json:"built"`
+	KernelVersion string      `json:"kernel_version"`
+	GoVersion     string      `json:"go_version"`
+	Kernel        FileInfo    `json:"kernel"`
+	Initramfs     FileInfo    `json:"initramfs"`
+	Compression   Compression `json:"compression"`
+	// RawSize is the size of the uncompressed cpio archive; RawSHA256 its digest.
+	RawSize   int64  `json:"raw_size"`
+	RawSHA256 string `json:"raw_sha256"`
+	Budget    Budget `json:"budget"`
+	// SlotSize is the board's A/B slot size (0 when the catalog has none) and SlotFree what is
+	// left of it after the kernel and the compressed initramfs.
+	SlotSize int64 `json:"slot_size,omitempty"`
+	SlotFree int64 `json:"slot_free,omitempty"`
+	// Commands are the command names in the busybox binary; Uinit the one started by init.
+	Commands []string `json:"commands"`
+	Uinit    string   `json:"uinit,omitempty"`
+	// BusyboxCached is true when the busybox binary came from the build cache.
+	BusyboxCached bool `json:"busybox_cached"`
+	// Modules are the shipped kernel modules in load order; ModulesBuiltin the requested ones
+	// that are built into the kernel.
+	Modules        []string `json:"modules"`
+	ModulesBuiltin []string `json:"modules_builtin,omitempty"`
+	// Files are the extra files' paths in the image.
+	Files        []string `json:"files,omitempty"`
+	BuildSeconds float64  `json:"build_seconds"`
+}
+
+// ManifestName is the manifest's file name in the output directory.
+const ManifestName = "manifest.json"
+
+// KernelName is the kernel's file name in the output directory.
+const KernelName = "vmlinuz"
+
+// ReadManifest reads dir/manifest.json.
+func ReadManifest(dir string) (Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Manifest{}, fmt.Errorf("image manifest %s: %w", dir, err)
+	}
+	if m.Kernel.Name == "" || m.Initramfs.Name == "" || m.Arch == "" {
+		return Manifest{}, fmt.Errorf("image manifest %s: kernel, initramfs and arch are required", dir)
+	}
+	return m, nil
+}
+
+// Build builds the firmware image for o.Board into o.OutDir and returns its manifest.
+//
+// Steps: resolve the kernel modules' closure from .modinfo; compile meshd (bin/meshd, the
+// uinit) and the u-root core commands (one gobusybox binary in bbin/, reused from the cache
+// when nothing it is built from changed) for the board's GOARCH with CGO off; assemble the cpio
+// with uimage (u-root base tree, init -> bbin/init, sh -> gosh, the modules with a generated
+// modules.dep, /etc/meshroot/release, extra files); compress it; copy the kernel; write
+// manifest.json last, so a directory with a manifest is a complete image. The busybox compile
+// cannot be interrupted once started; ctx is checked between steps.
+func Build(ctx context.Context, o Options) (Manifest, error) {
+	start := time.Now()
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	step := func(format string, args ...any) {
+		progress("[%5.1fs] %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	b := o.Board
+	if b.Name == "" {
+		return Manifest{}, errors.New("image: board name is empty")
+	}
+	if b.Arch != "arm64" && b.Arch != "amd64" {
+		return Manifest{}, fmt.Errorf("image: board %s: arch %q: want arm64 or amd64", b.Name, b.Arch)
+	}
+	if o.OutDir == "" {
+		return Manifest{}, errors.New("image: output directory is empty")
+	}
+	comp, err := ParseCompression(string(o.Compression))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	budget := DefaultBudget
+	if o.Budget != nil {
+		budget = *o.Budget
+	}
+	src := o.SourceDir
+	if src == "" {
+		if src, err = FindSourceDir(); err != nil {
+			return Manifest{}, fmt.Errorf("image: %w", err)
+		}
+	}
+	kdir := o.KernelDir
+	if kdir == "" {
+		kdir = DefaultKernelDir(src, b.Arch)
+	}
+	version := o.Version
+	if version == "" {
+		version = GitVersion(ctx, src)
+	}
+	built := o.Built
+	if built.IsZero() {
+		built = time.Now()
+	}
+	kver, vmlinuz, err := readKernel(kdir)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: board %s: %w", b.Name, err)
+	}
+	step("board %s (%s), version %s, kernel %s", b.Name, b.Arch, version, kver)
+
+	// Kernel modules: closure from .modinfo, modules.dep generated here.
+	tree, err := OpenModuleTree(filepath.Join(kdir, "modules"), kver)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	mods, err := tree.Resolve(append(append([]string(nil), b.Modules...), o.Modules...))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: board %s: %w", b.Name, err)
+	}
+	step("kernel modules: %d to ship (%s), %d built in", len(mods.Load), strings.Join(mods.Load, " "), len(mods.Builtin))
+
+	rel, err := json.Marshal(Release{Version: version, Board: b.Name, Built: built.UTC().Format(time.RFC3339)})
+	if err != nil {
+		return Manifest{}, err
+	}
+
+	// Commands: u-root's in the busybox binary (bbin/), ours as separate binaries (bin/).
+	names := o.Commands
+	if names == nil {
+		names = CoreCommands
+	}
+	var pkgs, cmdNames []string
+	for _, n := range names {
+		pkgs = append(pkgs, CorePackage+n)
+		cmdNames = append(cmdNames, n)
+	}
+	pkgs = append(pkgs, o.ExtraCommands...)
+	for _, p := range o.ExtraCommands {
+		cmdNames = append(cmdNames, path.Base(p))
+	}
+	var devPkgs []string
+	for _, p := range DeviceCommands {
+		if hasGoFiles(filepath.Join(src, strings.TrimPrefix(p, "meshroot/"))) {
+			devPkgs = append(devPkgs, p)
+			continue
+		}
+		if p == DeviceCommands[0] && !o.NoUinit {
+			return Manifest{}, fmt.Errorf("image: %s: the supervisor package is missing from %s; build with NoUinit for a shell-only image", p, src)
+		}
+	}
+	uinit := ""
+	if !o.NoUinit {
+		uinit = path.Base(DeviceCommands[0])
+	}
+	if err := ctx.Err(); err != nil {
+		return Manifest{}, err
+	}
+
+	tmp, err := os.MkdirTemp("", "meshroot-image-")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	rawPath := filepath.Join(tmp, "initramfs.cpio")
+
+	env := golang.Default(golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH(b.Arch), golang.WithWorkingDir(src))
+	if env.GOROOT == "" || !fileExists(filepath.Join(env.GOROOT, "bin", "go")) {
+		if env.GOROOT = goRoot(); env.GOROOT == "" {
+			return Manifest{}, errors.New("image: Go toolchain not found (put go on PATH)")
+		}
+	}
+	var devFiles []File
+	for _, p := range devPkgs {
+		name := path.Base(p)
+		step("compiling %s for linux/%s", p, b.Arch)
+		out := filepath.Join(tmp, "dev", name)
+		if err := buildDeviceCommand(ctx, env, src, p, out); err != nil {
+			return Manifest{}, fmt.Errorf("image: %w", err)
+		}
+		devFiles = append(devFiles, File{Path: "bin/" + name, Host: out})
+		cmdNames = append(cmdNames, name)
+	}
+	base, err := baseArchive(tree, mods, append(rel, '\n'), o.Files, devFiles)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+
+	var extra []string
+	for _, f := range o.Files {
+		if f.Host != "" {
+			extra = append(extra, f.Host+":"+strings.TrimPrefix(path.Clean("/"+f.Path), "/"))
+		}
+	}
+	level := slog.LevelWarn
+	if o.Verbose {
+		level = slog.LevelInfo
+	}
+	logger := llog.New(level, func(format string, args ...any) { step("u-root: "+format, args...) })
+	bb := &cachedBusybox{srcDir: src, note: step}
+	if !o.NoCache {
+		bb.dir = o.CacheDir
+		if bb.dir == "" {
+			bb.dir = filepath.Join(DefaultCacheDir(src), "busybox")
+		}
+	}
+	mods2 := []uimage.Modifier{
+		uimage.WithReplaceEnv(env),
+		uimage.WithBaseArchive(base),
+		uimage.WithCommands(nil, bb, pkgs...),
+		uimage.WithInit("init"),
+		uimage.WithShell("gosh"),
+		uimage.WithTempDir(tmp),
+		uimage.WithCPIOOutput(rawPath),
+	}
+	if uinit != "" {
+		mods2 = append(mods2, uimage.WithUinitCommand("/bin/"+uinit))
+	}
+	if len(extra) > 0 {
+		mods2 = append(mods2, uimage.WithFiles(extra...))
+	}
+	if b.Arch != runtime.GOARCH {
+		// The host's ldd cannot read foreign ELF files: callers list libraries explicitly.
+		mods2 = append(mods2, uimage.WithSkipLDD())
+	}
+	step("building the u-root busybox (%d commands) for linux/%s and the archive", len(pkgs), b.Arch)
+	if err := uimage.Create(logger, mods2...); err != nil {
+		return Manifest{}, fmt.Errorf("image: board %s: u-root build: %w", b.Name, err)
+	}
+	if bb.hit {
+		step("busybox binary reused from %s", bb.dir)
+	}
+	if err := ctx.Err(); err != nil {
+		return Manifest{}, err
+	}
+
+	// Outputs go to a staging directory inside OutDir and are renamed into place.
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	stage, err := os.MkdirTemp(o.OutDir, ".staging-")
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	initrdName := "initramfs.cpio." + comp.Ext()
+	step("compressing the initramfs (%s)", comp)
+	rawSize, rawSum, initrd, err := compressFile(rawPath, filepath.Join(stage, initrdName), comp)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	initrd.Name = initrdName
+	kern, err := copyFile(vmlinuz, filepath.Join(stage, KernelName))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: kernel: %w", err)
+	}
+	kern.Name = KernelName
+
+	sort.Strings(cmdNames)
+	var files []string
+	for _, f := range o.Files {
+		files = append(files, strings.TrimPrefix(path.Clean("/"+f.Path), "/"))
+	}
+	m := Manifest{
+		Board:          b.Name,
+		Arch:           b.Arch,
+		Console:        b.Console,
+		Version:        version,
+		Built:          built.UTC().Format(time.RFC3339),
+		KernelVersion:  kver,
+		GoVersion:      runtime.Version(),
+		Kernel:         kern,
+		Initramfs:      initrd,
+		Compression:    comp,
+		RawSize:        rawSize,
+		RawSHA256:      rawSum,
+		Budget:         budget,
+		SlotSize:       b.Flash.SlotA.Size,
+		Commands:       cmdNames,
+		Uinit:          uinit,
+		BusyboxCached:  bb.hit,
+		Modules:        mods.Load,
+		ModulesBuiltin: mods.Builtin,
+		Files:          files,
+	}
+	if m.SlotSize > 0 {
+		m.SlotFree = m.SlotSize - kern.Size - initrd.Size
+	}
+	for _, n := range []string{initrdName, KernelName} {
+		if err := os.Rename(filepath.Join(stage, n), filepath.Join(o.OutDir, n)); err != nil {
+			return Manifest{}, fmt.Errorf("image: %w", err)
+		}
+	}
+	m.BuildSeconds = time.Since(start).Seconds()
+	if err := writeManifest(o.OutDir, m); err != nil {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	step("wrote %s: initramfs %s raw, %s %s; kernel %s", o.OutDir, mib(rawSize), mib(initrd.Size), comp, mib(kern.Size))
+	if err := budget.Check(m); err != nil {
+		return m, fmt.Errorf("image: board %s: %w", b.Name, err)
+	}
+	return m, nil
+}
+
+// Check returns an error wrapping ErrOverBudget when m exceeds the budget.
+func (bu Budget) Check(m Manifest) error {
+	var over []string
+	if bu.Compressed > 0 && m.Initramfs.Size > bu.Compressed {
+		over = append(over, fmt.Sprintf("compressed initramfs %d bytes > %d", m.Initramfs.Size, bu.Compressed))
+	}
+	if bu.Raw > 0 && m.RawSize > bu.Raw {
+		over = append(over, fmt.Sprintf("raw initramfs %d bytes > %d", m.RawSize, bu.Raw))
+	}
+	if len(over) > 0 {
+		return fmt.Errorf("%w: %s", ErrOverBudget, strings.Join(over, "; "))
+	}
+	return nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20)) }
+
+func writeManifest(dir string, m Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ManifestName+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, ManifestName))
+}
+
+// baseArchive is u-root's default root tree plus what Build generates: the release file, our
+// own binaries, the kernel modules with modules.dep/modules.softdep/modules.builtin, and the
+// in-memory extra files.
+func baseArchive(tree *ModuleTree, mods *ModuleSet, release []byte, files, binaries []File) (*cpio.Archive, error) {
+	recs := []cpio.Record{cpio.StaticFile(ReleasePath, string(release), 0o644)}
+	mdir := path.Join("lib/modules", tree.KernelVersion)
+	recorder := cpio.NewRecorder()
+	for _, f := range binaries {
+		r, err := recorder.GetRecord(f.Host)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Path, err)
+		}
+		r.Name = f.Path
+		recs = append(recs, r)
+	}
+	for _, m := range mods.Load {
+		rel := mods.Path(m)
+		r, err := recorder.GetRecord(filepath.Join(tree.Dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return nil, fmt.Errorf("module %s: %w", m, err)
+		}
+		r.Name = path.Join(mdir, rel)
+		recs = append(recs, r)
+	}
+	recs = append(recs,
+		cpio.StaticFile(path.Join(mdir, "modules.dep"), string(mods.ModulesDep()), 0o644),
+		cpio.StaticFile(path.Join(mdir, "modules.softdep"), string(mods.ModulesSoftdep()), 0o644))
+	if b, err := os.ReadFile(filepath.Join(tree.Dir, "modules.builtin")); err == nil {
+		recs = append(recs, cpio.StaticFile(path.Join(mdir, "modules.builtin"), string(b), 0o644))
+	}
+	for _, f := range files {
+		if f.Host != "" {
+			continue
+		}
+		p := strings.TrimPrefix(path.Clean("/"+f.Path), "/")
+		if p == "" || p == "." {
+			return nil, fmt.Errorf("extra file: empty path")
+		}
+		mode := f.Mode.Perm()
+		if mode == 0 {
+			mode = 0o644
+		}
+		recs = append(recs, cpio.StaticFile(p, string(f.Data), uint64(mode)))
+	}
+	def := uimage.DefaultRamfs()
+	all := make([]cpio.Record, 0, len(recs)+16)
+	r := def.Reader()
+	for {
+		rec, err := r.ReadRecord()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, rec)
+	}
+	for _, rec := range recs {
+		all = append(all, cpio.MakeReproducible(rec))
+	}
+	a, err := cpio.ArchiveFromRecords(all)
+	if err != nil {
+		return nil, fmt.Errorf("base archive: %w", err)
+	}
+	return a, nil
+}
+
+// readKernel reads <kdir>/version and resolves <kdir>/vmlinuz.
+func readKernel(kdir string) (kver, vmlinuz string, err error) {
+	b, err := os.ReadFile(filepath.Join(kdir, "version"))
+	if err != nil {
+		return "", "", fmt.Errorf("kernel version: %w (run `make kernels`)", err)
+	}
+	kver = strings.TrimSpace(string(b))
+	if kver == "" || strings.ContainsAny(kver, "/ \n") {
+		return "", "", fmt.Errorf("kernel version file %s: bad version %q", filepath.Join(kdir, "version"), kver)
+	}
+	vmlinuz, err = filepath.EvalSymlinks(filepath.Join(kdir, "vmlinuz"))
+	if err != nil {
+		return "", "", fmt.Errorf("kernel: %w (run `make kernels`)", err)
+	}
+	return kver, vmlinuz, nil
+}
+
+// compressFile compresses src into dst, returning the raw size and digest and dst's FileInfo.
+func compressFile(src, dst string, c Compression) (rawSize int64, rawSum string, out FileInfo, err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return 0, "", FileInfo{}, err
+	}
+	defer in.Close()
+	f, err := os.Create(dst)
+	if err != nil {
+		return 0, "", FileInfo{}, err
+	}
+	defer f.Close()
+	outSum := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, outSum)}
+	zw, err := c.compressor(cw)
+	if err != nil {
+		return 0, "", FileInfo{}, err
+	}
+	rawH := sha256.New()
+	rawSize, err = io.Copy(io.MultiWriter(zw, rawH), in)
+	if err != nil {
+		return 0, "", FileInfo{}, fmt.Errorf("compress %s: %w", src, err)
+	}
+	if err := zw.Close(); err != nil {
+		return 0, "", FileInfo{}, fmt.Errorf("compress %s: %w", src, err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, "", FileInfo{}, err
+	}
+	return rawSize, hex.EncodeToString(rawH.Sum(nil)), FileInfo{Size: cw.n, SHA256: hex.EncodeToString(outSum.Sum(nil))}, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func copyFile(src, dst string) (FileInfo, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	defer out.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), in)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if err := out.Close(); err != nil {
+		return FileInfo{}, err
+	}
+	return FileInfo{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// HashFile returns the size and hex sha256 of a file.
+func HashFile(name string) (int64, string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Verify checks that the files a manifest names exist in dir with the recorded sizes and
+// digests, and that the initramfs decompresses to RawSize bytes with RawSHA256.
+func Verify(dir string, m Manifest) error {
+	for _, fi := range []FileInfo{m.Kernel, m.Initramfs} {
+		n, sum, err := HashFile(filepath.Join(dir, fi.Name))
+		if err != nil {
+			return fmt.Errorf("verify %s: %w", fi.Name, err)
+		}
+		if n != fi.Size || sum != fi.SHA256 {
+			return fmt.Errorf("verify %s: size %d sha256 %s; manifest says %d %s", fi.Name, n, sum, fi.Size, fi.SHA256)
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, m.Initramfs.Name))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := m.Compression.decompressor(f)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", m.Initramfs.Name, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return fmt.Errorf("verify %s: decompress: %w", m.Initramfs.Name, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); n != m.RawSize || sum != m.RawSHA256 {
+		return fmt.Errorf("verify %s: decompresses to %d bytes sha256 %s; manifest says %d %s", m.Initramfs.Name, n, sum, m.RawSize, m.RawSHA256)
+	}
+	return nil
+}
+
+// FindSourceDir walks up from the working directory to the directory holding the meshroot
+// go.mod.
+func FindSourceDir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module meshroot\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("meshroot source tree not found above the working directory (run from the repository, or set the source directory)")
+		}
+		dir = parent
+	}
+}
+
+// DefaultKernelDir is where `make kernels` puts the kernel for arch: $MESHROOT_CACHE/kernel/<arch>,
+// or <src>/.cache/kernel/<arch>.
+func DefaultKernelDir(src, arch string) string {
+	return filepath.Join(DefaultCacheDir(src), "kernel", arch)
+}
+
+// DefaultCacheDir is $MESHROOT_CACHE, or <src>/.cache (the Makefile's CACHE).
+func DefaultCacheDir(src string) string {
+	if cache := os.Getenv("MESHROOT_CACHE"); cache != "" {
+		return cache
+	}
+	return filepath.Join(src, ".cache")
+}
+
+// GitVersion returns `git describe --always --dirty` for dir, or "dev" when git or the
+// repository is unavailable.
+func GitVersion(ctx context.Context, dir string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "-C", dir, "describe", "--always", "--dirty")
+	out, err := cmd.Output()
+	v := strings.TrimSpace(string(out))
+	if err != nil || v == "" {
+		return "dev"
+	}
+	return v
+}
+
+// hasGoFiles reports whether dir holds a non-test Go file.
+func hasGoFiles(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if n := e.Name(); !e.IsDir() && strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
+			return true
+		}
+	}
+	return false
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// goRoot finds the Go toolchain to compile with: `go env GOROOT` of the go on PATH, else
+// /usr/local/go (where the README installs it), else "".
+func goRoot() string {
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if r := strings.TrimSpace(string(out)); r != "" {
+			return r
+		}
+	}
+	if fileExists("/usr/local/go/bin/go") {
+		return "/usr/local/go"
+	}
+	return ""
+}
