@@ -21,8 +21,6 @@ import (
 	"meshroot/board"
 	"meshroot/ota"
 	"meshroot/ota/bootenv"
-	"meshroot/ota/repo"
-	"meshroot/ota/slot"
 )
 
 func main() {
@@ -86,6 +84,23 @@ func run() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	healthy := conf["health"] == "ok"
+	u, closeDev, err := ota.OpenDevice(ota.DeviceConfig{
+		Board: brd, Root: "/", RepoURL: "http://127.0.0.1:1", DeviceID: "vm-1",
+		TrustedRoot: []byte("{}"), CacheDir: "/tmp/tuf", // the repository is not used at boot
+		RunningVersion: conf["version"],
+		Health: func(ctx context.Context) error {
+			if healthy {
+				return nil
+			}
+			return errors.New("supervisor never reported healthy")
+		},
+		HealthDeadline: 2 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	defer closeDev()
 	cfg, err := bootenv.FromBoard(brd.Flash.Env)
 	if err != nil {
 		return err
@@ -95,35 +110,6 @@ func run() error {
 		return err
 	}
 	defer closeEnv()
-	slots := map[string]slot.Slot{}
-	for _, n := range slot.Names {
-		s, c, err := slot.FromBoard(brd.Flash, n, "/")
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		slots[n] = s
-	}
-	// The repository is not used at boot; the client only has to exist.
-	rc, err := repo.NewClient(repo.ClientConfig{BaseURL: "http://127.0.0.1:1", Board: brd.Name, Channel: "stable", CacheDir: "/tmp/tuf", TrustedRoot: []byte("{}")})
-	if err != nil {
-		return err
-	}
-	healthy := conf["health"] == "ok"
-	u, err := ota.New(ota.Config{
-		Board: brd.Name, Channel: "stable", DeviceID: "vm-1", Repo: rc, Slots: slots, Env: env,
-		RunningSlot: running, RunningVersion: conf["version"],
-		Health: func(ctx context.Context) error {
-			if healthy {
-				return nil
-			}
-			return errors.New("supervisor never reported healthy")
-		},
-		HealthDeadline: 2 * time.Second, HealthInterval: 500 * time.Millisecond,
-	})
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
 	st, err := u.Startup(ctx)
 	if err != nil {
