@@ -20,12 +20,14 @@ func TestOTACommands(t *testing.T) {
 	dir := t.TempDir()
 	repoDir, keys := filepath.Join(dir, "repo"), filepath.Join(dir, "keys")
 	common := []string{"--repo", repoDir, "--keys", keys}
+	var all strings.Builder // everything meshctl printed, scanned for key material at the end
 	must := func(args ...string) string {
 		t.Helper()
 		out, err := meshctl(t, append(args[:2:2], append(common, args[2:]...)...)...)
 		if err != nil {
 			t.Fatalf("meshctl %s = %v\n%s", strings.Join(args, " "), err, out)
 		}
+		all.WriteString(out)
 		return out
 	}
 	must("ota", "keygen")
@@ -75,5 +77,26 @@ func TestOTACommands(t *testing.T) {
 	}
 	if out, err := meshctl(t, "ota", "publish", "-h"); err != nil || !strings.Contains(out, "-slot-image") {
 		t.Errorf("meshctl ota publish -h = %v, %q; want the flags", err, out)
+	}
+	// No private key material in anything printed, and none in the served repository.
+	keyFiles, _ := filepath.Glob(filepath.Join(keys, "*"))
+	var served strings.Builder
+	filepath.Walk(repoDir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			b, _ := os.ReadFile(p)
+			served.Write(b)
+		}
+		return nil
+	})
+	for _, kf := range keyFiles {
+		b, _ := os.ReadFile(kf)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) < 3 {
+			t.Fatalf("key file %s: not PEM", kf)
+		}
+		body := strings.Join(lines[1:len(lines)-1], "")
+		if strings.Contains(all.String(), body) || strings.Contains(served.String(), body) {
+			t.Errorf("private key %s appears in meshctl's output or in the repository", filepath.Base(kf))
+		}
 	}
 }
