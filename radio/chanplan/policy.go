@@ -13,8 +13,10 @@ import (
 // of a channel switch.
 type Policy struct {
 	// MinGain is the relative improvement of the total cost an unforced re-plan needs
-	// (default 0.30).
-	MinGain float64
+	// (default 0.30); MinAbsGain the absolute one on top (default 0.05, i.e. 5% of a radio's
+	// airtime), so that a nearly clean band is not reshuffled for a 100% gain on nothing.
+	MinGain    float64
+	MinAbsGain float64
 	// MinRadioGainDB is the alternative: some radio's own interference drops by this much
 	// (default 5 dB, Cisco DCA's "medium" sensitivity) while no radio's rises by more than
 	// MaxRadioLossDB (default 3 dB). It lets a radio that a loud neighbour landed on move even
@@ -32,6 +34,9 @@ type Policy struct {
 func (p Policy) withDefaults() Policy {
 	if p.MinGain == 0 {
 		p.MinGain = 0.30
+	}
+	if p.MinAbsGain == 0 {
+		p.MinAbsGain = 0.05
 	}
 	if p.MinRadioGainDB == 0 {
 		p.MinRadioGainDB = 5
@@ -194,7 +199,7 @@ func (p Policy) Decide(in Input, h History) (Decision, error) {
 			gain = (b - a) / b
 		}
 		rg, rl = radioDB(bc, ac)
-		ok = a < b-1e-9 && (gain >= p.MinGain || (rg >= p.MinRadioGainDB && rl <= p.MaxRadioLossDB))
+		ok = a < b-p.MinAbsGain && (gain >= p.MinGain || (rg >= p.MinRadioGainDB && rl <= p.MaxRadioLossDB))
 		return gain, rg, rl, ok
 	}
 	final := Assignment{}

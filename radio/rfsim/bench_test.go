@@ -159,7 +159,7 @@ func BenchmarkWeekChanges(b *testing.B) {
 			return float64(n) / 18
 		}
 		res := run(chanplan.Policy{})
-		loose := run(chanplan.Policy{MinGain: 1e-9, MinRadioGainDB: 1e9, MinInterval: time.Nanosecond})
+		loose := run(chanplan.Policy{MinGain: 1e-9, MinAbsGain: 1e-12, MinRadioGainDB: 1e9, MinInterval: time.Nanosecond})
 		b.ReportMetric(per(res, res.Unforced), "unforced/radio/week")
 		b.ReportMetric(per(res, res.Forced), "forced/radio/week")
 		b.ReportMetric(float64(res.Flaps), "flaps")

@@ -194,7 +194,7 @@ func TestWeekWithoutFlapping(t *testing.T) {
 	t.Logf("steady week: %d plans, %d unforced moves over %d radios, mean cost %.3f", res.Plans, count(res), len(e.Own), res.MeanCost)
 
 	// Without hysteresis the same noisy week churns: the test above has teeth.
-	loose := chanplan.Policy{MinGain: 1e-9, MinRadioGainDB: 1e9, MinInterval: time.Nanosecond}
+	loose := chanplan.Policy{MinGain: 1e-9, MinAbsGain: 1e-12, MinRadioGainDB: 1e9, MinInterval: time.Nanosecond}
 	lres, _ := run(loose, false)
 	if count(lres) <= count(res) {
 		t.Errorf("without hysteresis %d unforced moves; want more than with it (%d)", count(lres), count(res))
