@@ -149,18 +149,33 @@ func exchange(ctx context.Context, t Transport, frame []byte, want Type) ([]byte
 	return raw, f, nil
 }
 
-// call sends one request record and returns the device's answer record.
+// call sends one request record and returns the device's answer record. A transport error
+// (the phone's Wi-Fi dropped a request or an answer) is retried a few times, each time as a new
+// record with the next counter — never the same record twice, which the device would refuse as a
+// replay. Setup is idempotent on the device, so a retry of one that did arrive is harmless.
 func (s *Session) call(ctx context.Context, req Request) (*Response, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, _ := json.Marshal(req)
-	f, err := s.ch.seal(b)
-	if err != nil {
-		return nil, err
-	}
-	_, ans, err := exchange(ctx, s.t, f.Encode(), TypeSealed)
-	if err != nil {
-		return nil, err
+	var ans Frame
+	for attempt := 0; ; attempt++ {
+		f, err := s.ch.seal(b)
+		if err != nil {
+			return nil, err
+		}
+		_, ans, err = exchange(ctx, s.t, f.Encode(), TypeSealed)
+		if err == nil {
+			break
+		}
+		var se *StatusError
+		if errors.As(err, &se) || errors.Is(err, ErrFrame) || attempt >= 3 || ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
 	}
 	pt, err := s.ch.open(ans)
 	if err != nil {

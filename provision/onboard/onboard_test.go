@@ -407,6 +407,45 @@ func mustFrame(t *testing.T, b []byte) Frame {
 	return f
 }
 
+// TestRecordRetry: a lost request or a lost answer during setup is retried with a new record.
+func TestRecordRetry(t *testing.T) {
+	fx := newFixture(t, Lockout{})
+	ctx := context.Background()
+	lose := &lossy{d: fx.dev}
+	s, err := Pair(ctx, lose, fx.label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lose.dropRequest, lose.dropAnswer = 1, 1 // the first record never arrives; the second's answer is lost
+	if _, err := s.Setup(ctx, testSetup); err != nil {
+		t.Fatalf("Setup() over a lossy transport = %v", err)
+	}
+	if len(fx.setups) != 2 || fx.setups[0] != testSetup {
+		t.Errorf("device applied %d setups; want 2 identical (one answer lost)", len(fx.setups))
+	}
+	if _, err := s.Status(ctx); err != nil {
+		t.Errorf("Status() afterwards = %v", err)
+	}
+}
+
+type lossy struct {
+	d                       *Device
+	dropRequest, dropAnswer int
+}
+
+func (l *lossy) RoundTrip(ctx context.Context, f []byte) ([]byte, error) {
+	if l.dropRequest > 0 {
+		l.dropRequest--
+		return nil, errors.New("request lost")
+	}
+	out := l.d.Handle(ctx, f)
+	if l.dropAnswer > 0 {
+		l.dropAnswer--
+		return nil, errors.New("answer lost")
+	}
+	return out, nil
+}
+
 func TestHandshakeTimeoutAndWrongDevice(t *testing.T) {
 	fx := newFixture(t, Lockout{})
 	ctx := context.Background()

@@ -138,6 +138,13 @@ func TestValidateFieldErrors(t *testing.T) {
 	if err := p.Validate(); err != nil {
 		t.Errorf("static VPN: Validate() = %v; want nil", err)
 	}
+	// IPv6 outside addresses (a TGW connection with OutsideIpAddressType Ipv6) are fine.
+	p = example()
+	p.VPN.Tunnels[0].OutsideAddress, p.VPN.Tunnels[1].OutsideAddress = "2600:1f18:4d3:b500::10", "2600:1f18:4d3:b500::20"
+	p.VPN.SitePrefixes = append(p.VPN.SitePrefixes, "2001:db8:10::/48")
+	if err := p.Validate(); err != nil {
+		t.Errorf("IPv6 outside addresses: Validate() = %v; want nil", err)
+	}
 }
 
 func newKey(t testing.TB) ed25519.PrivateKey {
