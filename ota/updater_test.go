@@ -1,9 +1,12 @@
 package ota
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -228,15 +231,44 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-func TestRefusesExpiredMetadata(t *testing.T) {
-	f := newFixture(t, 80<<10, "1.0.0", "1.1.0")
-	f.publish("1.1.0", repo.PublishSpec{})
-	d := newDevice(t, f, "dev-e", slotSize, "1.0.0")
-	d.boot()
-	f.now = f.now.Add(repo.DefaultExpiry.Timestamp + time.Hour)
-	_, err := d.updater(nil).Check(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "expired") {
-		t.Fatalf("Check with expired metadata = %v; want an expiry error", err)
+// TestRefusesBadMetadata: expired or tampered repository metadata stops the update at Check,
+// before anything is written.
+func TestRefusesBadMetadata(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(f *fixture)
+		want string
+	}{
+		{"expired", func(f *fixture) { f.now = f.now.Add(repo.DefaultExpiry.Timestamp + time.Hour) }, "expired"},
+		{"tampered role", func(f *fixture) {
+			name := "/metadata/1." + repo.RoleName(testBoard, testChannel) + ".json"
+			b, err := os.ReadFile(filepath.Join(f.dir, name))
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			f.serve(name, bytes.Replace(b, []byte(`"version": "1.1.0"`), []byte(`"version": "9.1.0"`), 1))
+		}, "hash verification failed"},
+		{"tampered timestamp signature", func(f *fixture) {
+			b, _ := os.ReadFile(filepath.Join(f.dir, "metadata/timestamp.json"))
+			f.serve("/metadata/timestamp.json", bytes.Replace(b, []byte(`"version": `), []byte(`"version": 1`), 1))
+		}, "timestamp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 80<<10, "1.0.0", "1.1.0")
+			f.publish("1.1.0", repo.PublishSpec{})
+			d := newDevice(t, f, "dev-e", slotSize, "1.0.0")
+			d.boot()
+			before := d.disk.Snapshot()
+			tc.mod(f)
+			_, err := d.updater(nil).Check(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Check = %v; want an error mentioning %q", err, tc.want)
+			}
+			t.Logf("refused: %v", err)
+			if !bytes.Equal(before, d.disk.Snapshot()) {
+				t.Errorf("the disk changed after a refused Check")
+			}
+		})
 	}
 }
 

@@ -3,10 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"meshroot/ota/rollout"
 )
 
 func meshctl(t *testing.T, args ...string) (string, error) {
@@ -98,5 +105,75 @@ func TestOTACommands(t *testing.T) {
 		if strings.Contains(all.String(), body) || strings.Contains(served.String(), body) {
 			t.Errorf("private key %s appears in meshctl's output or in the repository", filepath.Base(kf))
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while meshctl writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestOTAServe(t *testing.T) {
+	dir := t.TempDir()
+	common := []string{"--repo", filepath.Join(dir, "repo"), "--keys", filepath.Join(dir, "keys")}
+	if out, err := meshctl(t, append([]string{"ota", "keygen"}, common...)...); err != nil {
+		t.Fatalf("keygen = %v\n%s", err, out)
+	}
+	slot := filepath.Join(dir, "slot.img")
+	os.WriteFile(slot, []byte("image"), 0o644)
+	if out, err := meshctl(t, append([]string{"ota", "publish", "--slot-image", slot, "--board", "b", "--version", "1.0.0"}, common...)...); err != nil {
+		t.Fatalf("publish = %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"ota", "serve", "--addr", "127.0.0.1:0", "--halt-window", "4", "--halt-min", "2", "--halt-rate", "0.4"}, common...), &out, &errb)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve = %v", err)
+		}
+	}()
+	re := regexp.MustCompile(`on (http://127\.0\.0\.1:\d+)`)
+	var base string
+	for i := 0; i < 200 && base == ""; i++ {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if base == "" {
+		t.Fatalf("serve printed %q; want its URL", out.String())
+	}
+	resp, err := http.Get(base + "/metadata/root.json")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET root.json = %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	rep := &rollout.HTTPReporter{BaseURL: base}
+	for i, res := range []rollout.Result{rollout.RolledBack, rollout.RolledBack} {
+		if err := rep.Report(ctx, rollout.Report{Device: fmt.Sprintf("d%d", i), Release: "b/stable/meshroot-1.0.0.img", Result: res}); err != nil {
+			t.Fatalf("Report = %v", err)
+		}
+	}
+	// Two rollbacks of two: the release is halted in the served metadata.
+	lst, err := meshctl(t, append([]string{"ota", "list"}, common...)...)
+	if err != nil || !strings.Contains(lst, `"halted":true`) {
+		t.Errorf("list after two rollbacks = %q, %v; want the release halted", lst, err)
 	}
 }
