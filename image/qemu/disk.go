@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -48,17 +49,9 @@ func ParseGUID(s string) (GUID, error) {
 	if len(parts) != 5 || len(parts[0]) != 8 || len(parts[1]) != 4 || len(parts[2]) != 4 || len(parts[3]) != 4 || len(parts[4]) != 12 {
 		return g, fmt.Errorf("guid %q: want 8-4-4-4-12 hex digits", s)
 	}
-	var raw []byte
-	for _, p := range parts {
-		var b []byte
-		for i := 0; i < len(p); i += 2 {
-			var v byte
-			if _, err := fmt.Sscanf(p[i:i+2], "%02X", &v); err != nil {
-				return g, fmt.Errorf("guid %q: %w", s, err)
-			}
-			b = append(b, v)
-		}
-		raw = append(raw, b...)
+	raw, err := hex.DecodeString(strings.Join(parts, ""))
+	if err != nil {
+		return g, fmt.Errorf("guid %q: %w", s, err)
 	}
 	binary.LittleEndian.PutUint32(g[0:4], binary.BigEndian.Uint32(raw[0:4]))
 	binary.LittleEndian.PutUint16(g[4:6], binary.BigEndian.Uint16(raw[4:6]))
@@ -280,6 +273,9 @@ func ReadGPT(r io.ReaderAt) (Layout, error) {
 		copy(p.ID[:], e[16:32])
 		p.FirstLBA = binary.LittleEndian.Uint64(e[32:])
 		p.LastLBA = binary.LittleEndian.Uint64(e[40:])
+		if p.LastLBA < p.FirstLBA || p.LastLBA >= 1<<54 {
+			return Layout{}, fmt.Errorf("gpt: entry %d: sectors %d-%d", i+1, p.FirstLBA, p.LastLBA)
+		}
 		p.Attributes = binary.LittleEndian.Uint64(e[48:])
 		var u []uint16
 		for j := 56; j+1 < 128; j += 2 {
