@@ -64,6 +64,10 @@ type Config struct {
 	OnboardGrace time.Duration
 	// Lockout is the wrong-code policy (zero: onboard.DefaultLockout).
 	Lockout onboard.Lockout
+	// RenewBefore renews the device certificate when it expires within this (default 30 days).
+	RenewBefore time.Duration
+	// Now is the clock for renewal decisions (default time.Now).
+	Now func() time.Time
 	// Logs, when set, ships the device's logs to the cloud once enrolled.
 	Logs   *LogShipper
 	Logger *slog.Logger
@@ -114,6 +118,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.OnboardGrace == 0 {
 		cfg.OnboardGrace = 2 * time.Minute
+	}
+	if cfg.RenewBefore == 0 {
+		cfg.RenewBefore = 30 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "provision"), dir: filepath.Join(cfg.DataDir, "provision"), setupCh: make(chan struct{})}
 	if err := os.MkdirAll(a.dir, 0o700); err != nil {
@@ -472,7 +482,7 @@ func (a *Agent) ensureEnrolled(ctx context.Context) error {
 // last good profile stays in force through every failure.
 func (a *Agent) profileLoop(ctx context.Context) {
 	cl := a.Client()
-	defer cl.Close()
+	defer func() { cl.Close() }()
 	a.mu.Lock()
 	site := a.creds.SiteID
 	a.mu.Unlock()
@@ -487,6 +497,7 @@ func (a *Agent) profileLoop(ctx context.Context) {
 		delay = min(delay*2, 5*time.Minute)
 	}
 	for ctx.Err() == nil {
+		cl = a.renewIfDue(ctx, cl)
 		wait := a.cfg.PollWait
 		if etag == "" {
 			wait = 0
@@ -536,6 +547,38 @@ func (a *Agent) profileLoop(ctx context.Context) {
 		a.log.Info("profile in force", "version", v.Version, "site", site, "expires_at", v.ExpiresAt)
 		a.subs.notify(v)
 	}
+}
+
+// renewIfDue renews the device certificate when it is close to expiry and returns the client
+// to use from now on. A failed renewal keeps the current certificate (and is retried next round).
+func (a *Agent) renewIfDue(ctx context.Context, cl *enroll.Client) *enroll.Client {
+	if cl.NotAfter.Sub(a.cfg.Now()) > a.cfg.RenewBefore {
+		return cl
+	}
+	a.mu.Lock()
+	creds := a.creds
+	a.mu.Unlock()
+	n, err := cl.Renew(ctx, creds, a.key)
+	if err != nil {
+		a.log.Warn("certificate renewal failed; keeping the current one", "err", err.Error(), "not_after", cl.NotAfter)
+		return cl
+	}
+	b, _ := json.MarshalIndent(n, "", "  ")
+	if err := persist.WriteFile(filepath.Join(a.dir, credsFile), b, 0o600); err != nil {
+		a.log.Error("cannot keep the renewed certificate", "err", err.Error())
+		return cl
+	}
+	ncl, err := enroll.NewClient(n, a.key, enroll.Options{Backoff: a.cfg.Backoff, Logger: a.log, Dial: a.cfg.Dial})
+	if err != nil {
+		a.log.Error("renewed certificate unusable", "err", err.Error())
+		return cl
+	}
+	a.mu.Lock()
+	a.creds, a.client = n, ncl
+	a.mu.Unlock()
+	cl.Close()
+	a.log.Info("device certificate renewed", "not_after", ncl.NotAfter)
+	return ncl
 }
 
 func (a *Agent) storeKeys() profile.KeySet {

@@ -70,6 +70,7 @@ type world struct {
 	factory *identity.Factory
 	dataDir string
 	logs    *syncBuffer
+	now     func() time.Time
 }
 
 func newWorld(t *testing.T, cloudDir string) *world {
@@ -102,8 +103,8 @@ func (w *world) startAgent(t *testing.T) (a *Agent, addr string, stop func()) {
 	}
 	a, err = New(Config{DataDir: w.dataDir, Factory: w.factory, OnboardListener: ln, Backoff: fast,
 		PollWait: 2 * time.Second, ErrorDelay: 50 * time.Millisecond, OnboardGrace: time.Second,
-		Lockout: onboard.Lockout{Free: 3, Base: time.Second, Max: time.Minute},
-		Logger:  slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Lockout: onboard.Lockout{Free: 3, Base: time.Second, Max: time.Minute}, Now: w.now,
+		Logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +237,40 @@ func TestZeroTouch(t *testing.T) {
 		t.Errorf("cloud logs for the tunnel = %+v, %v", recs, err)
 	}
 	w.checkNoSecrets(t, a)
+}
+
+func TestCertificateRenewal(t *testing.T) {
+	w := newWorld(t, "")
+	var mu sync.Mutex
+	offset := time.Duration(0)
+	w.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+	a, addr, _ := w.startAgent(t)
+	if _, err := pairAndWait(t, addr, w.label, w.setup()); err != nil {
+		t.Fatal(err)
+	}
+	before := a.Client().NotAfter
+	mu.Lock()
+	offset = 340 * 24 * time.Hour // 25 days before the 1-year certificate expires
+	mu.Unlock()
+	waitFor(t, "the renewal", func() bool { return strings.Contains(w.logs.String(), "device certificate renewed") })
+	mu.Lock()
+	offset = 0
+	mu.Unlock()
+	if after := a.Client().NotAfter; !after.After(before) {
+		t.Errorf("certificate NotAfter %v after renewal; want later than %v", after, before)
+	}
+	// The new certificate works: the operator's next profile arrives.
+	raw, _ := json.Marshal(exampleVPN())
+	if _, err := w.cloud.Op.PutVPN(context.Background(), "berlin-1", raw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "profile v2 after renewal", func() bool { v := a.Profile(); return v != nil && v.Version == 2 })
+	b, _ := os.ReadFile(filepath.Join(w.dataDir, "provision", credsFile))
+	var c enroll.Credentials
+	json.Unmarshal(b, &c)
+	if !strings.Contains(string(b), "BEGIN CERTIFICATE") || c.CertPEM == "" {
+		t.Errorf("renewed credentials not kept")
+	}
 }
 
 // checkNoSecrets scans the agent's logs and data directory for every secret of the run.

@@ -13,6 +13,7 @@ const (
 	PathFleet       = "/v1/fleet"
 	PathEnroll      = "/v1/enroll"
 	PathDeviceSelf  = "/v1/device"
+	PathRenew       = "/v1/device/renew"
 	PathProfile     = "/v1/device/profile"
 	PathSecrets     = "/v1/device/secrets/"
 	PathLogs        = "/v1/device/logs"
@@ -70,6 +71,11 @@ type EnrollResponse struct {
 	Certificate string       `json:"certificate"`
 	CA          string       `json:"ca"`
 	ProfileKeys []ProfileKey `json:"profile_keys"`
+}
+
+// RenewRequest asks for a new certificate for the same device key (mTLS with the current one).
+type RenewRequest struct {
+	CSR string `json:"csr"`
 }
 
 // DeviceSelf is what the cloud knows about the calling device (GET /v1/device).
@@ -148,6 +154,9 @@ type Device struct {
 	SiteID         string    `json:"site_id"`
 	CertSerial     string    `json:"cert_serial"`
 	CertNotAfter   time.Time `json:"cert_not_after"`
+	// PrevCertSerial is the certificate the last renewal replaced; it keeps working until it
+	// expires, so a renewal whose answer was lost does not lock the device out.
+	PrevCertSerial string `json:"prev_cert_serial,omitempty"`
 	KeyFingerprint string    `json:"key_fingerprint"`
 	EnrolledAt     time.Time `json:"enrolled_at"`
 	LastSeen       time.Time `json:"last_seen"`

@@ -433,6 +433,35 @@ func TestEnrollmentScenario(t *testing.T) {
 		t.Errorf("GET /ota/targets/ (a directory) = %d; want 404", st)
 	}
 
+	// Certificate renewal: same key only; the replaced certificate works until the next renewal.
+	csr, _ := identity.CSR(d.key, d.serial)
+	st, b, _ = c.call(d.hc, "POST", "/v1/device/renew", "/v1/device/renew", nil, mustJSON(t, api.RenewRequest{CSR: string(csr)}))
+	var rr api.EnrollResponse
+	json.Unmarshal(b, &rr)
+	if st != 200 || rr.Certificate == "" || rr.Certificate == er.Certificate {
+		t.Fatalf("POST renew = %d %s", st, b)
+	}
+	otherCSR, _ := identity.CSR(d2.key, d.serial)
+	if st, _, _ := c.call(d.hc, "POST", "/v1/device/renew", "/v1/device/renew", nil, mustJSON(t, api.RenewRequest{CSR: string(otherCSR)})); st != 400 {
+		t.Errorf("POST renew with another key = %d; want 400", st)
+	}
+	if st, _, _ := c.call(op, "POST", "/v1/device/renew", "/v1/device/renew", nil, mustJSON(t, api.RenewRequest{CSR: string(csr)})); st != 401 {
+		t.Errorf("POST renew without a certificate = %d; want 401", st)
+	}
+	oldHC := d.hc
+	d.useCert(t, c, rr.Certificate)
+	if st, _, _ := c.call(d.hc, "GET", "/v1/device", "/v1/device", nil, nil); st != 200 {
+		t.Errorf("GET /v1/device with the renewed certificate = %d", st)
+	}
+	if st, _, _ := c.call(oldHC, "GET", "/v1/device", "/v1/device", nil, nil); st != 200 {
+		t.Errorf("GET /v1/device with the replaced certificate = %d; want 200 until the next renewal", st)
+	}
+	c.call(d.hc, "POST", "/v1/device/renew", "/v1/device/renew", nil, mustJSON(t, api.RenewRequest{CSR: string(csr)}))
+	oldHC.CloseIdleConnections()
+	if st, _, _ := c.call(oldHC, "GET", "/v1/device", "/v1/device", nil, nil); st != 401 {
+		t.Errorf("GET /v1/device with a certificate two renewals old = %d; want 401", st)
+	}
+
 	// Devices and revocation.
 	st, b, _ = c.call(op, "GET", "/v1/devices", "/v1/devices?site=berlin-1", tok, nil)
 	if st != 200 || !strings.Contains(string(b), `"profile_version":2`) {

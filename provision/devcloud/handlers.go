@@ -82,8 +82,11 @@ func (s *Server) postEnroll(w http.ResponseWriter, r *http.Request) {
 		db := tx.Bucket(bDevices)
 		var old Device
 		if getJSON(db, req.Serial, &old) == nil {
-			// Re-enrollment (a factory reset made a new key): the old certificate stops working.
+			// Re-enrollment (a factory reset made a new key): the old certificates stop working.
 			tx.Bucket(bCerts).Delete([]byte(old.CertSerial))
+			if old.PrevCertSerial != "" {
+				tx.Bucket(bCerts).Delete([]byte(old.PrevCertSerial))
+			}
 		}
 		dev = Device{
 			Serial: req.Serial, SiteID: c.Site, CertSerial: cert.SerialNumber.Text(16), CertNotAfter: cert.NotAfter,
@@ -231,6 +234,54 @@ func (s *Server) notify(site string) {
 }
 
 func device(r *http.Request) *Device { return r.Context().Value(ctxKey{}).(*Device) }
+
+// postRenew issues a new certificate for the calling device's key. The certificate it replaces
+// keeps working until it expires (the one before that stops).
+func (s *Server) postRenew(w http.ResponseWriter, r *http.Request) {
+	d := device(r)
+	var req api.RenewRequest
+	if !readJSON(w, r, smallBody, &req) {
+		return
+	}
+	csr, err := parseCSR([]byte(req.CSR), d.Serial)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if pk, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok || identity.Fingerprint(pk) != d.KeyFingerprint {
+		writeError(w, http.StatusBadRequest, "csr: not the device's key (a new key needs a new claim)")
+		return
+	}
+	now := s.now()
+	var certPEM []byte
+	err = s.st.db.Update(func(tx *bolt.Tx) error {
+		db := tx.Bucket(bDevices)
+		var cur Device
+		if err := getJSON(db, d.Serial, &cur); err != nil {
+			return err
+		}
+		cert, pemBytes, err := s.ca.signDevice(csr, cur.Serial, cur.SiteID, now, s.cfg.CertTTL)
+		if err != nil {
+			return err
+		}
+		if cur.PrevCertSerial != "" {
+			tx.Bucket(bCerts).Delete([]byte(cur.PrevCertSerial))
+		}
+		cur.PrevCertSerial, cur.CertSerial, cur.CertNotAfter = cur.CertSerial, cert.SerialNumber.Text(16), cert.NotAfter
+		certPEM = pemBytes
+		if err := putJSON(db, cur.Serial, &cur); err != nil {
+			return err
+		}
+		return tx.Bucket(bCerts).Put([]byte(cur.CertSerial), []byte(cur.Serial))
+	})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "renewal failed")
+		return
+	}
+	s.log.Info("device certificate renewed", "serial", d.Serial)
+	fi := s.fleetInfo()
+	writeJSON(w, http.StatusOK, api.EnrollResponse{Serial: d.Serial, SiteID: d.SiteID, Certificate: string(certPEM), CA: fi.CAPEM, ProfileKeys: fi.ProfileKeys})
+}
 
 func (s *Server) getDeviceSelf(w http.ResponseWriter, r *http.Request) {
 	d := device(r)

@@ -344,6 +344,7 @@ func (s *Server) routesInit() {
 	s.handle("GET", api.PathFleet, Public, s.getFleet)
 	s.handle("POST", api.PathEnroll, Public, s.postEnroll)
 	s.handle("GET", api.PathDeviceSelf, DeviceOnly, s.getDeviceSelf)
+	s.handle("POST", api.PathRenew, DeviceOnly, s.postRenew)
 	s.handle("GET", api.PathProfile, DeviceOnly, s.getProfile)
 	s.handle("GET", api.PathSecrets+"{ref...}", DeviceOnly, s.getSecret)
 	s.handle("POST", api.PathLogs, DeviceOnly, s.postLogs)

@@ -195,7 +195,7 @@ func (s *store) deviceByCert(certSerial string) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.CertSerial != certSerial {
+	if d.CertSerial != certSerial && d.PrevCertSerial != certSerial {
 		return nil, errNotFound
 	}
 	return &d, nil
@@ -239,8 +239,13 @@ func (s *store) deleteDevice(serial string) error {
 		if err := getJSON(tx.Bucket(bDevices), serial, &d); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bCerts).Delete([]byte(d.CertSerial)); err != nil {
-			return err
+		for _, cs := range []string{d.CertSerial, d.PrevCertSerial} {
+			if cs == "" {
+				continue
+			}
+			if err := tx.Bucket(bCerts).Delete([]byte(cs)); err != nil {
+				return err
+			}
 		}
 		return tx.Bucket(bDevices).Delete([]byte(serial))
 	})

@@ -377,5 +377,28 @@ func (c *Client) Self(ctx context.Context) (api.DeviceSelf, error) {
 	return d, err
 }
 
+// Renew asks for a new certificate for the device key and returns the credentials with it;
+// build a new Client from them. The current certificate keeps working until it expires.
+func (c *Client) Renew(ctx context.Context, creds *Credentials, key *ecdsa.PrivateKey) (*Credentials, error) {
+	csr, err := identity.CSR(key, creds.Serial)
+	if err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	body, _ := json.Marshal(api.RenewRequest{CSR: string(csr)})
+	var resp api.EnrollResponse
+	err = retry(ctx, c.backoff, c.log, "renew certificate", func(ctx context.Context) error {
+		return do(ctx, c.hc, http.MethodPost, c.base+api.PathRenew, nil, body, &resp)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	n := *creds
+	n.CertPEM, n.CAPEM, n.ProfileKeys = resp.Certificate, resp.CA, resp.ProfileKeys
+	if _, err := n.check(key); err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	return &n, nil
+}
+
 // HTTPClient is the mTLS client itself, for other domains' device calls (OTA downloads).
 func (c *Client) HTTPClient() *http.Client { return c.hc }

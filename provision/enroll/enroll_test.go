@@ -87,6 +87,23 @@ func TestEnrollAndMTLS(t *testing.T) {
 	if o, err := cli.OTA(ctx); err != nil || !strings.HasSuffix(o.RepositoryURL, "/ota/") {
 		t.Errorf("OTA() = %+v, %v", o, err)
 	}
+	// Renewal: a new certificate for the same key; the old one keeps working until it expires.
+	renewed, err := cli.Renew(ctx, creds, key)
+	if err != nil || renewed.CertPEM == creds.CertPEM {
+		t.Fatalf("Renew() = %v; want a new certificate", err)
+	}
+	cli2, err := NewClient(renewed, key, Options{Backoff: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli2.Close()
+	if _, err := cli2.Self(ctx); err != nil {
+		t.Errorf("Self() with the renewed certificate = %v", err)
+	}
+	cli.Close()
+	if _, err := cli.Self(ctx); err != nil {
+		t.Errorf("Self() with the replaced certificate = %v; want it to work until it expires", err)
+	}
 	// Revoked: every call is refused for good (no endless retries).
 	if err := c.Op.RevokeDevice(ctx, "MR-0001"); err != nil {
 		t.Fatal(err)
