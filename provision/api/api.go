@@ -150,13 +150,13 @@ type PutSecretRequest struct {
 
 // Device is an enrolled device.
 type Device struct {
-	Serial         string    `json:"serial"`
-	SiteID         string    `json:"site_id"`
-	CertSerial     string    `json:"cert_serial"`
-	CertNotAfter   time.Time `json:"cert_not_after"`
+	Serial       string    `json:"serial"`
+	SiteID       string    `json:"site_id"`
+	CertSerial   string    `json:"cert_serial"`
+	CertNotAfter time.Time `json:"cert_not_after"`
 	// PrevCertSerial is the certificate the last renewal replaced; it keeps working until it
 	// expires, so a renewal whose answer was lost does not lock the device out.
-	PrevCertSerial string `json:"prev_cert_serial,omitempty"`
+	PrevCertSerial string    `json:"prev_cert_serial,omitempty"`
 	KeyFingerprint string    `json:"key_fingerprint"`
 	EnrolledAt     time.Time `json:"enrolled_at"`
 	LastSeen       time.Time `json:"last_seen"`
