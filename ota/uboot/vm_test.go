@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"meshroot/board"
+	"meshroot/image/imagetest"
 	"meshroot/image/qemu"
 	"meshroot/internal/testenv"
 	"meshroot/ota"
@@ -451,5 +452,36 @@ func TestVMBadImageRollsBack(t *testing.T) {
 	d.checkFwPrintenv()
 	if d.dataSum() != data {
 		t.Errorf("the data partition changed")
+	}
+}
+
+// TestVMRealImageBootsFromSlot publishes the real firmware image (image.Build, as `meshctl
+// image build` makes it) as a release, installs it into slot b with the updater, and boots it
+// through U-Boot and the boot script to meshd's ready line.
+func TestVMRealImageBootsFromSlot(t *testing.T) {
+	b, a := vmSetup(t)
+	dir, m := imagetest.Image(t, b.Name)
+	packed := filepath.Join(t.TempDir(), "slot.img")
+	f, err := os.Create(packed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := slotimage.Pack(f, b.Name, "2.0.0", "console="+m.Console+" uroot.uinitargs=-poweroff-when-ready",
+		filepath.Join(dir, m.Kernel.Name), filepath.Join(dir, m.Initramfs.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Logf("slot image: kernel %d + initramfs %d bytes", h.KernelSize, h.InitrdSize)
+	d := newVMDisk(t, b, a.slotImage(t, b.Name, "1.0.0", "ok"))
+	d.install(packed)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	lines := d.boot(ctx, "real-image")
+	if got := grep(lines, `meshroot-boot: booting slot b upgrade_available=1 bootcount=1`); len(got) != 1 {
+		t.Errorf("want slot b booted on trial; console:\n%s", strings.Join(lines, "\n"))
+	}
+	if got := grep(lines, `^MESHROOT-READY `); len(got) != 1 {
+		t.Errorf("want meshd's ready line from the image in slot b; console tail:\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
 	}
 }
