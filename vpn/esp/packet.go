@@ -25,20 +25,9 @@ const (
 	ipv4MF = 0x2000
 )
 
-// checksumAdd adds b to a running one's-complement sum (RFC 1071), 16 bits at a time.
+// checksumAdd adds b to a running one's-complement sum (RFC 1071) of big-endian 16-bit words.
 func checksumAdd(sum uint64, b []byte) uint64 {
-	for len(b) >= 8 {
-		sum += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
-		b = b[8:]
-	}
-	for len(b) >= 2 {
-		sum += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint64(b[0]) << 8
-	}
-	return sum
+	return sum + sumFast(b)
 }
 
 // checksumFold folds a running sum into the 16-bit Internet checksum (complemented).

@@ -437,3 +437,35 @@ func TestChecksumUpdateMatchesRecompute(t *testing.T) {
 		}
 	}
 }
+
+func TestSumFast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	buf := make([]byte, 3000)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	for i := range 64 {
+		buf[i] = 0xff // runs of 0xff stress the carries
+	}
+	for off := 0; off < 9; off++ {
+		for n := 0; n < 200; n++ {
+			b := buf[off : off+n]
+			if got, want := checksumFold(sumFast(b)), ^sum16(b); got != want && !(n == 0 && got == 0xffff) {
+				t.Fatalf("checksum of %d bytes at offset %d = %#04x; want %#04x", n, off, got, want)
+			}
+		}
+	}
+	for _, n := range []int{1379, 1400, 2999} {
+		if got, want := checksumFold(sumFast(buf[1:1+n])), ^sum16(buf[1:1+n]); got != want {
+			t.Fatalf("checksum of %d bytes = %#04x; want %#04x", n, got, want)
+		}
+	}
+}
+
+func BenchmarkChecksum(b *testing.B) {
+	buf := make([]byte, 1400)
+	b.SetBytes(1400)
+	for i := 0; i < b.N; i++ {
+		sumFast(buf)
+	}
+}

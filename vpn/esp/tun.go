@@ -48,7 +48,16 @@ func CreateTUN(name string, mtu int) (TUN, error) {
 		dev.Close()
 		return nil, fmt.Errorf("esp: tun %q: %w", name, err)
 	}
-	t := &nativeTUN{Device: dev, mtu: got}
+	if err := setTxQueueLen(name, TUNTxQueueLen); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("esp: tun %q: txqueuelen: %w", name, err)
+	}
+	r, err := newTUNReader(dev.File())
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("esp: tun %q: %w", name, err)
+	}
+	t := &nativeTUN{Device: dev, mtu: got, r: r}
 	// The device reports link events on a small channel and blocks when it is full: drain it
 	// (until Close closes it).
 	go func() {
@@ -62,6 +71,13 @@ func CreateTUN(name string, mtu int) (TUN, error) {
 type nativeTUN struct {
 	wgtun.Device
 	mtu int
+	r   *tunReader
+}
+
+// Read drains the device in batches (tunReader); writes go through wireguard-go, whose GRO
+// coalesces TCP and UDP segments into super-packets.
+func (t *nativeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return t.r.Read(bufs, sizes, offset)
 }
 
 // MTU is the device's MTU when it was created (the tunnel layer owns it and does not change it
