@@ -562,7 +562,12 @@ func TestClaimExpiry(t *testing.T) {
 }
 
 func TestMountDeviceHandler(t *testing.T) {
-	c := startCloud(t, Config{})
+	otaDir := t.TempDir()
+	os.WriteFile(filepath.Join(otaDir, "1.root.json"), []byte("{}"), 0o644)
+	c := startCloud(t, Config{OTADir: otaDir})
+	// The OTA domain's handlers mount beside the repository directory, with or without a method.
+	c.Mount("/ota/v1/reports", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) }), DeviceOnly)
+	c.Mount("GET /ota/v1/status", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("{}")) }), OperatorOnly)
 	var got api.Device
 	c.Mount("POST /v1/device/ota/report", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, _ = DeviceFromContext(r.Context())
@@ -586,6 +591,23 @@ func TestMountDeviceHandler(t *testing.T) {
 	resp, err = d.hc.Post(c.url+"/v1/device/ota/report", "application/json", nil)
 	if err != nil || resp.StatusCode != 204 || got.Serial != "MR-0010" || got.SiteID != "s1" {
 		t.Errorf("mounted DeviceOnly handler = %v, device %+v; want 204 from MR-0010 of s1", err, got)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"POST", "/ota/v1/reports", 202},
+		{"GET", "/ota/1.root.json", 200},
+		{"POST", "/ota/1.root.json", 405},
+		{"GET", "/ota/v1/status", 401}, // operator only
+	} {
+		req, _ := http.NewRequest(tc.method, c.url+tc.path, nil)
+		resp, err := d.hc.Do(req)
+		if err != nil || resp.StatusCode != tc.want {
+			t.Errorf("%s %s = %v, %v; want %d", tc.method, tc.path, err, resp.StatusCode, tc.want)
+			continue
+		}
+		resp.Body.Close()
 	}
 }
 

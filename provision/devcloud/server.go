@@ -296,10 +296,19 @@ func (s *Server) Mount(pattern string, h http.Handler, who Access) {
 	s.mux.Handle(pattern, s.guard(who, h))
 }
 
-// MountStatic serves a directory read-only under prefix (which must end in "/").
+// MountStatic serves a directory read-only (GET and HEAD) under prefix, which must end in "/".
+// The pattern has no method, so more specific handlers mounted under the same prefix (e.g. the
+// OTA report endpoint at /ota/v1/reports, with or without a method) take precedence over it.
 func (s *Server) MountStatic(prefix, dir string, who Access) {
 	fs := http.StripPrefix(strings.TrimSuffix(prefix, "/"), http.FileServer(noDirs{http.Dir(dir)}))
-	s.mux.Handle("GET "+prefix, s.guard(who, fs))
+	s.mux.Handle(prefix, s.guard(who, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "read-only")
+			return
+		}
+		fs.ServeHTTP(w, r)
+	})))
 }
 
 // noDirs refuses directory listings.
