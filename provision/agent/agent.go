@@ -47,8 +47,10 @@ type Config struct {
 	DataDir string
 	// Factory is the device's factory data.
 	Factory *identity.Factory
-	// OnboardAddr is where the pairing protocol listens while the device has no site, e.g.
-	// ":8080" on the LAN bridge; OnboardListener, when set, is used instead.
+	// OnboardAddr is where the pairing protocol listens while the device has no site: the LAN
+	// bridge's address, e.g. "192.168.1.1:8080" (default ":8080", every interface — pass the LAN
+	// address so the pairing API is not offered on the WAN). OnboardListener, when set, is used
+	// instead.
 	OnboardAddr     string
 	OnboardListener net.Listener
 	// Dial, when set, makes the agent's connections to the cloud.
@@ -118,6 +120,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.OnboardGrace == 0 {
 		cfg.OnboardGrace = 2 * time.Minute
+	}
+	if cfg.OnboardAddr == "" {
+		cfg.OnboardAddr = ":8080"
 	}
 	if cfg.RenewBefore == 0 {
 		cfg.RenewBefore = 30 * 24 * time.Hour
