@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -432,9 +433,17 @@ func (s *WatchdogService) Run(ctx context.Context, up func()) error {
 	return nil
 }
 
-// ConsoleService runs an interactive shell (u-root's gosh) on the console, respawned when it
+// ConsoleService runs an interactive shell (u-root's gosh) for the console, respawned when it
 // exits, so a field engineer has a shell while meshd runs: u-root's init starts its own shell
 // only after uinit (meshd) exits.
+//
+// The shell does not get the serial console itself but a pseudo-terminal that meshd relays to
+// and from the console. The shell's session owns the pty (job control works: ^C interrupts a
+// ping), and when the shell exits only the pty is hung up. Were the shell's session to own the
+// real console, its exit would hang the console up, which kills the console descriptors
+// u-root's init holds (meshd's stdout among them) and leaves init's fallback shell without a
+// terminal. Without a pty (no devpts) the shell runs on the console with no controlling
+// terminal.
 type ConsoleService struct {
 	Dev *Device
 	// Shell is the command line (default: the first of /bin/defaultsh, /bin/sh, /bbin/gosh).
@@ -474,46 +483,154 @@ func (s *ConsoleService) device() string {
 	return filepath.Join(s.Dev.Root, "dev/console")
 }
 
-// Run starts the shell on the console and waits for it; the shell exiting makes the
-// supervisor respawn it.
+// control runs f on f's descriptor without taking it out of the poller (os.File.Fd would put
+// it in blocking mode, and then Close and deadlines no longer wake a blocked Read).
+func control(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// openPTY allocates a pseudo-terminal: the master, and the slave's path.
+func openPTY() (*os.File, string, error) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	var n uint32
+	err = control(m, func(fd int) error {
+		if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+			return fmt.Errorf("unlockpt: %w", err)
+		}
+		var err error
+		if n, err = unix.IoctlGetUint32(fd, unix.TIOCGPTN); err != nil {
+			return fmt.Errorf("ptsname: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		m.Close()
+		return nil, "", err
+	}
+	return m, fmt.Sprintf("/dev/pts/%d", n), nil
+}
+
+// rawInput makes the console pass every key through (no echo, no line editing, no signals:
+// the pty does all that for the shell) and keeps output processing, so log lines still end in
+// CR LF. It returns a function restoring the old settings.
+func rawInput(fd int) (restore func(), err error) {
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	t := *old
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &t); err != nil {
+		return nil, err
+	}
+	return func() { _ = unix.IoctlSetTermios(fd, unix.TCSETS, old) }, nil
+}
+
+// Run starts the shell and relays it to the console until it exits (the supervisor then
+// respawns it) or ctx ends.
 func (s *ConsoleService) Run(ctx context.Context, up func()) error {
 	argv, err := s.shell()
 	if err != nil {
 		return err
 	}
 	dev := s.device()
-	// O_NOCTTY: meshd is a session leader (u-root's init starts it with setsid); the console
-	// must become the shell's controlling terminal, not meshd's.
-	f, err := os.OpenFile(dev, os.O_RDWR|os.O_APPEND|unix.O_NOCTTY, 0)
+	// O_NOCTTY: the console must not become meshd's controlling terminal.
+	con, err := os.OpenFile(dev, os.O_RDWR|os.O_APPEND|unix.O_NOCTTY, 0)
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
-	defer f.Close()
-	_, terr := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	isTTY := terr == nil
+	defer con.Close()
+	isTTY := control(con, func(fd int) error {
+		_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+		return err
+	}) == nil
 
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, f
 	cmd.Dir = "/"
 	cmd.Env = append(os.Environ(), "TERM=linux")
-	// Its own session and process group, the console as controlling terminal (stolen from
-	// any earlier session: Go passes 1 to TIOCSCTTY), so ^C reaches the shell's jobs and
-	// never meshd.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: isTTY, Ctty: 0}
-	fmt.Fprintf(f, "\r\nmeshroot: console shell on %s; meshd keeps running (`meshd -poweroff` powers off cleanly)\r\n", dev)
-	if err := cmd.Start(); err != nil {
+	master, slavePath, perr := openPTY()
+	var slave *os.File
+	if perr == nil {
+		slave, perr = os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+		if perr != nil {
+			master.Close()
+		}
+	}
+	if perr == nil {
+		defer master.Close()
+		ws := &unix.Winsize{Row: 24, Col: 80}
+		if isTTY {
+			_ = control(con, func(fd int) error {
+				w, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+				if err == nil && w.Row > 0 && w.Col > 0 {
+					ws = w
+				}
+				return err
+			})
+		}
+		_ = control(slave, func(fd int) error { return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, ws) })
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		// Its own session with the pty as controlling terminal: ^C reaches the shell's jobs.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	} else {
+		s.Dev.Log.Warn("console: no pseudo-terminal; the shell runs without job control", "err", perr)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = con, con, con
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	fmt.Fprintf(con, "\r\nmeshroot: console shell on %s; meshd keeps running (`meshd -poweroff` powers off cleanly)\r\n", dev)
+	err = cmd.Start()
+	if slave != nil {
+		slave.Close() // the shell has its own copies
+	}
+	if err != nil {
 		return fmt.Errorf("console: start %s: %w", argv[0], err)
 	}
-	s.Dev.Log.Info("console shell started", "shell", argv[0], "device", dev, "pid", cmd.Process.Pid)
+	s.Dev.Log.Info("console shell started", "shell", argv[0], "device", dev, "pty", slavePath, "pid", cmd.Process.Pid)
+
+	var relays sync.WaitGroup
+	outDone := make(chan struct{})
+	if slave != nil {
+		relays.Add(1)
+		go func() { // shell -> console; ends when the pty is hung up (the shell's session ended)
+			defer relays.Done()
+			defer close(outDone)
+			io.Copy(con, master)
+		}()
+		if isTTY {
+			var restore func()
+			if err := control(con, func(fd int) (err error) { restore, err = rawInput(fd); return err }); err == nil {
+				defer control(con, func(int) error { restore(); return nil })
+			}
+			relays.Add(1)
+			go func() { // console -> shell; ends when the deadline below wakes it
+				defer relays.Done()
+				io.Copy(master, con)
+			}()
+		}
+	}
 	up()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	var result error
 	select {
 	case err := <-done:
+		result = errors.New("console: shell exited")
 		if err != nil {
-			return fmt.Errorf("console: shell exited: %w", err)
+			result = fmt.Errorf("console: shell exited: %w", err)
 		}
-		return errors.New("console: shell exited")
 	case <-ctx.Done():
 		// Hang up the shell's session like a terminal would, then make sure.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGHUP)
@@ -523,6 +640,17 @@ func (s *ConsoleService) Run(ctx context.Context, up func()) error {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
-		return nil
 	}
+	if slave != nil {
+		// Let the shell's last output through (a background job may keep the pty open: not
+		// for long), wake the console reader (ttys are pollable, so deadlines work), drop the pty.
+		select {
+		case <-outDone:
+		case <-time.After(time.Second):
+		}
+		_ = con.SetReadDeadline(time.Now())
+		master.Close()
+		relays.Wait()
+	}
+	return result
 }

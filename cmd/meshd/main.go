@@ -25,6 +25,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"meshroot/firmware"
 )
 
@@ -92,6 +94,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	signal.Notify(sigs, firmware.SignalReboot, firmware.SignalPowerOff, syscall.SIGHUP, syscall.SIGINT,
 		syscall.SIGQUIT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	defer signal.Stop(sigs)
+	if bootMode {
+		// u-root's init made meshd's session own the console. Give it up (now that SIGHUP is
+		// caught: the kernel sends it to meshd's process group), so that meshd exiting does not
+		// hang up the console under init and the shell init starts next.
+		_ = unix.IoctlSetInt(0, unix.TIOCNOTTY, 0)
+	}
 	go func() {
 		for s := range sigs {
 			switch s {
