@@ -1,6 +1,7 @@
 package esp
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -331,4 +332,68 @@ type testLogWriter struct{ tb testing.TB }
 func (w testLogWriter) Write(p []byte) (int, error) {
 	w.tb.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// TestLabWireFormatTcpdump has tcpdump, an independent ESP implementation, decode and decrypt
+// what our data plane puts on the wire: UDP-encapsulated ESP (RFC 3948) with AES-CBC and
+// HMAC-SHA1-96, the layout, IV, padding and next header must be right for it to print the
+// inner ICMP echo request. (tcpdump does not verify the ICV and cannot decrypt GCM; the golden
+// packets in sa_test.go cover those.)
+func TestLabWireFormatTcpdump(t *testing.T) {
+	testenv.Integration(t)
+	tcpdump := testenv.Command(t, "tcpdump")
+	for _, s := range []Suite{SuiteAES128CBCSHA1, {Encr: EncrAESCBC, KeyBits: 256, Integ: AuthHMACSHA1_96}} {
+		t.Run(s.String(), func(t *testing.T) {
+			l := lab.New(t)
+			p, err := lab.NewPeerPair(l, lab.PeerPairConfig{NoLANHosts: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := ourPair(t, p, s, false, nil)
+			ad := p.Addrs
+			secret := fmt.Sprintf("0x%08x@%s aes%d-cbc-hmac96:0x%x", a.out.SPI, ad.BOutside4, s.KeyBits, a.out.EncrKey)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := p.B.CommandContext(ctx, tcpdump, "-l", "-n", "-vv", "-i", "out0", "-E", secret, "udp and dst port 4500 and src host "+ad.AOutside4)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cancel(); cmd.Wait() }()
+			lines := make(chan string)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+				close(lines)
+			}()
+			want := fmt.Sprintf("%s > %s: ICMP echo request", addrOnly(ad.AInside4), addrOnly(ad.BInside4))
+			var seen []string
+			tick := time.NewTicker(300 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case line, ok := <-lines:
+					if !ok {
+						t.Fatalf("tcpdump ended without decoding an echo request; it printed:\n%s", strings.Join(seen, "\n"))
+					}
+					seen = append(seen, line)
+					if strings.Contains(line, want) {
+						if !strings.Contains(strings.Join(seen, " "), fmt.Sprintf("UDP-encap: ESP(spi=0x%08x", a.out.SPI)) {
+							t.Errorf("tcpdump did not see UDP-encapsulated ESP with SPI 0x%08x:\n%s", a.out.SPI, strings.Join(seen, "\n"))
+						}
+						return
+					}
+				case <-tick.C:
+					go p.A.Ping("", addrOnly(ad.BInside4), 1)
+				case <-ctx.Done():
+					t.Fatalf("no decrypted echo request within 30 s; tcpdump printed:\n%s", strings.Join(seen, "\n"))
+				}
+			}
+		})
+	}
 }
