@@ -50,7 +50,7 @@ type Config struct {
 	// OnboardAddr is where the pairing protocol listens while the device has no site: the LAN
 	// bridge's address, e.g. "192.168.1.1:8080" (default ":8080", every interface — pass the LAN
 	// address so the pairing API is not offered on the WAN). OnboardListener, when set, is used
-	// instead.
+	// instead (by one Run only: Run closes it; tests and labs pass one made in a namespace).
 	OnboardAddr     string
 	OnboardListener net.Listener
 	// Dial, when set, makes the agent's connections to the cloud.
