@@ -334,8 +334,8 @@ func (cfg Config) compile() (*compiled, error) {
 		return nil, fieldErr("KeyingTries", "%d is negative", c.KeyingTries)
 	case c.RetryMax < c.RetryInterval:
 		return nil, fieldErr("RetryMax", "%v is shorter than RetryInterval %v", c.RetryMax, c.RetryInterval)
-	case c.FragmentSize < 576 || c.FragmentSize > 65000:
-		return nil, fieldErr("FragmentSize", "%d not in 576..65000", c.FragmentSize)
+	case c.FragmentSize < 256 || c.FragmentSize > 65000:
+		return nil, fieldErr("FragmentSize", "%d not in 256..65000", c.FragmentSize)
 	case c.CookieThreshold < 0:
 		return nil, fieldErr("CookieThreshold", "%d is negative", c.CookieThreshold)
 	}

@@ -66,7 +66,6 @@ type Conn struct {
 	lastError  string
 	counters   Counters
 	cookieKey  []byte
-	nextIsIC   bool // next IKE_AUTH carries INITIAL_CONTACT
 
 	// ordered event delivery
 	evMu   sync.Mutex
@@ -107,7 +106,6 @@ func NewConn(cfg Config, opts Options) (*Conn, error) {
 		initReqs: map[initKey]*ikeSA{},
 		evWake:   make(chan struct{}, 1),
 		evDone:   make(chan struct{}),
-		nextIsIC: true,
 	}
 	c.cookieKey = c.random(32)
 	go c.deliverEvents()

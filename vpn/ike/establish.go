@@ -246,7 +246,7 @@ func (sa *ikeSA) sendAuth() {
 		ps = append(ps, &IDPayload{Responder: true, IDType: c.cfg.remoteID.Type, Data: c.cfg.remoteID.Data})
 	}
 	ps = append(ps, &AuthPayload{Method: AuthPSK, Data: pskAuth(sa.suite.prf, []byte(c.cfg.PSK), sa.initReq, sa.nr, sa.keys.pi, c.cfg.localID.body())})
-	if c.nextIsIC && !c.haveOtherEstablished(sa) {
+	if !c.haveOtherEstablished(sa) {
 		ps = append(ps, &NotifyPayload{NotifyType: NotifyInitialContact})
 	}
 	ps = append(ps, c.childSAPayload(ch.spiIn, false, nil),
@@ -622,7 +622,6 @@ func (c *Conn) ikeEstablished(sa *ikeSA) {
 	sa.lastRecv = now
 	stop(sa.openTimer)
 	c.attempts = 0
-	c.nextIsIC = false
 	c.stopRetry()
 	c.setError("")
 	if old := c.cur; old != sa {
