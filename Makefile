@@ -31,7 +31,7 @@ tools:
 	$(GO) build -o $(OUT)/bin/ ./cmd/...
 
 ## image: build the firmware image for BOARD into out/<board>/
-image: tools
+image: kernels tools
 	$(OUT)/bin/meshctl image build --board $(BOARD) -o $(OUT)/$(BOARD)
 
 ## run: build the arm64 image and boot the virtual router (quit QEMU with Ctrl-A then X)

@@ -1,4 +1,9 @@
-// Package image builds the firmware initramfs with u-root's mkuimage (busybox mode) for arm64 and
-// amd64, compresses it, writes its manifest, and enforces the image-size budget. Its subpackage
-// qemu boots images in QEMU (TCG) for tests, benchmarks and `make run`.
+// Package image builds the firmware image of a board: u-root's init, gosh and core commands in one
+// gobusybox binary (built with github.com/u-root/mkuimage/uimage), meshd as uinit, the board's
+// kernel modules with their dependency closure and a generated modules.dep, the release file
+// meshd reads, and extra files; compressed with a pure-Go xz (CRC32) or zstd the Debian kernels
+// unpack; with a manifest (sizes, sha256, commands, modules, build time) and a size budget.
+//
+// Subpackages: qemu boots images in QEMU (TCG) for tests, benchmarks and `make run`; imagetest
+// hands tests a built image (once per board and source state) and a booted VM.
 package image

@@ -65,7 +65,8 @@ type Release struct {
 // board catalog's Flash.SlotA), the kernel takes 8-10 MiB of it, and later issues add hostapd,
 // libcrypto, regulatory.db and the Wi-Fi modules (about 5 MiB compressed, measured in
 // ../shared/notes/image-lab.md). 12 MiB compressed keeps kernel + initramfs under 24 MiB with
-// room for that growth; today's image uses a fraction of it (see the manifest). The raw limit
+// room for that growth; today's image uses under half of it (about 5.6 MiB zstd, see the
+// manifest and BenchmarkImageBuild). The raw limit
 // bounds RAM: the unpacked initramfs lives in memory for the device's life, and 48 MiB is under
 // 20 % of a 256 MiB IPQ50xx-class router.
 type Budget struct {
@@ -121,7 +122,7 @@ type Options struct {
 	// their shared libraries added with ldd when the board's arch is the build machine's;
 	// otherwise list the libraries as Files too.
 	Files []File
-	// Compression of the initramfs (XZ when "").
+	// Compression of the initramfs (DefaultCompression, zstd, when "").
 	Compression Compression
 	// Budget overrides DefaultBudget when non-nil.
 	Budget *Budget

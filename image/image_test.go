@@ -93,7 +93,7 @@ func TestCompressionRoundTrip(t *testing.T) {
 }
 
 func TestParseCompression(t *testing.T) {
-	for in, want := range map[string]Compression{"": XZ, "xz": XZ, "zstd": Zstd} {
+	for in, want := range map[string]Compression{"": Zstd, "xz": XZ, "zstd": Zstd} {
 		if got, err := ParseCompression(in); err != nil || got != want {
 			t.Errorf("ParseCompression(%q) = %q, %v; want %q", in, got, err, want)
 		}

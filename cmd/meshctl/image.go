@@ -53,7 +53,7 @@ type buildFlags struct {
 func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.board, "board", "qemu-virt-arm64", "catalog board to build for ("+strings.Join(board.Names(), ", ")+")")
 	fs.StringVar(&f.version, "version", "", "firmware version (default: git describe --always --dirty, or dev)")
-	fs.StringVar(&f.compression, "compression", "xz", "initramfs compression: xz or zstd")
+	fs.StringVar(&f.compression, "compression", "zstd", "initramfs compression: zstd or xz (smaller, slower to unpack)")
 	fs.Var(&f.modules, "module", "extra kernel module to ship (repeatable; dependencies are added)")
 	fs.Var(&f.files, "file", "extra file HOST:PATH to put in the image (repeatable)")
 	fs.BoolVar(&f.verbose, "v", false, "also print u-root's build log")
@@ -92,7 +92,7 @@ func imageBuild(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 	fs.SetOutput(stderr)
 	var bf buildFlags
 	bf.register(fs)
-	out := fs.String("o", "", "output directory (created): vmlinuz, initramfs.cpio.xz, manifest.json")
+	out := fs.String("o", "", "output directory (created): vmlinuz, initramfs.cpio.zst, manifest.json")
 	if err := fs.Parse(args); err != nil {
 		return image.Manifest{}, errUsage
 	}
