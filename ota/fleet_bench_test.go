@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -291,6 +292,8 @@ func BenchmarkFleetRollout(b *testing.B) {
 				ctx := context.Background()
 				b.ResetTimer()
 				start := time.Now()
+				cpu0 := cpuTime()
+				checks := int64(0)
 				// One round per simulated hour: every device checks once. Stop when every device
 				// runs the release, or when a round installs nothing after the halt or the last wave.
 				rounds := 0
@@ -299,6 +302,7 @@ func BenchmarkFleetRollout(b *testing.B) {
 					if err := sim.round(ctx, 4*runtime.GOMAXPROCS(0)); err != nil {
 						b.Fatalf("round %d: %v", rounds, err)
 					}
+					checks += int64(n)
 					sim.f.now = sim.f.now.Add(time.Hour)
 					st, _ := sim.handler.Status(r.Path)
 					idle := sim.installs.Load() == before
@@ -308,18 +312,23 @@ func BenchmarkFleetRollout(b *testing.B) {
 					}
 				}
 				el := time.Since(start)
+				cpu := cpuTime() - cpu0
 				b.StopTimer()
 				served := sim.f.bytesServed() - servedBefore
 				st, _ := sim.handler.Status(r.Path)
 				b.ReportMetric(el.Seconds(), "s/rollout")
+				// CPU time (repository server and devices, this process) is steadier than wall time on
+				// a shared machine.
+				b.ReportMetric(cpu.Seconds(), "cpu-s/rollout")
+				b.ReportMetric(float64(cpu.Microseconds())/1000/float64(checks), "cpu-ms/device-check")
 				b.ReportMetric(float64(served)/(1<<20), "MiB-served")
 				b.ReportMetric(float64(served)/float64(int64(n)*r.Length), "served/(devices×image)")
 				b.ReportMetric(float64(sim.installs.Load()), "installs")
 				b.ReportMetric(float64(sim.commits.Load()), "commits")
 				b.ReportMetric(float64(sim.rolled.Load()), "rollbacks")
 				b.ReportMetric(float64(firstWave), "first-wave-devices")
-				b.Logf("%s: %d devices, %d rounds, %s, %.1f MiB served (image %d bytes), installs %d, commits %d, rollbacks %d, first wave %d devices, halted %v (%s), installs when a device first saw the halt %d",
-					tc.name, n, rounds, el.Round(time.Millisecond), float64(served)/(1<<20), r.Length, sim.installs.Load(), sim.commits.Load(), sim.rolled.Load(), firstWave, st.Halted, st.HaltReason, sim.haltedAt.Load())
+				b.Logf("%s: %d devices, %d rounds, %s (cpu %s), %.1f MiB served (image %d bytes), installs %d, commits %d, rollbacks %d, first wave %d devices, halted %v (%s), installs when a device first saw the halt %d",
+					tc.name, n, rounds, el.Round(time.Millisecond), cpu.Round(time.Millisecond), float64(served)/(1<<20), r.Length, sim.installs.Load(), sim.commits.Load(), sim.rolled.Load(), firstWave, st.Halted, st.HaltReason, sim.haltedAt.Load())
 				if tc.failEvery > 0 {
 					if testing.Short() {
 						continue // the first wave (1 %) of a short fleet is smaller than the monitor's MinReports
@@ -336,4 +345,13 @@ func BenchmarkFleetRollout(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuTime is the CPU time (user + system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
