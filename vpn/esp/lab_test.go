@@ -215,13 +215,22 @@ func TestLabDataPlane(t *testing.T) {
 // [v6]), compares SHA-256 on both ends and checks the MSS was clamped.
 func labTCPTransfer(t *testing.T, from, to *lab.NS, dst string) {
 	t.Helper()
+	if err := labTCPStream(from, to, dst, 8<<20, nil); err != nil {
+		t.Error(err)
+	}
+}
+
+// labTCPStream sends at least minBytes of random data over TCP, and keeps sending until more
+// is closed (when not nil), then checks the SHA-256 and that the MSS was clamped. It may run
+// on any goroutine.
+func labTCPStream(from, to *lab.NS, dst string, minBytes int, more <-chan struct{}) error {
 	var ln net.Listener
 	if err := to.Do(func() error {
 		var err error
 		ln, err = net.Listen("tcp", net.JoinHostPort(strings.Trim(dst, "[]"), "0"))
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer ln.Close()
 	sums := make(chan [32]byte, 1)
@@ -244,30 +253,52 @@ func labTCPTransfer(t *testing.T, from, to *lab.NS, dst string) {
 		c, err = net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
 		return err
 	}); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	data := make([]byte, 8<<20)
-	rand.Read(data)
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	if _, err := c.Write(data); err != nil {
-		t.Fatalf("tcp write: %v", err)
+	defer c.Close()
+	enough := func(sent int) bool {
+		if sent < minBytes {
+			return false
+		}
+		if more == nil {
+			return true
+		}
+		select {
+		case <-more:
+			return true
+		default:
+			return false
+		}
+	}
+	chunk := make([]byte, 1<<20)
+	h := sha256.New()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	for sent := 0; !enough(sent); sent += len(chunk) {
+		rand.Read(chunk)
+		h.Write(chunk)
+		if _, err := c.Write(chunk); err != nil {
+			return fmt.Errorf("tcp %s -> %s: write: %w", from, dst, err)
+		}
 	}
 	var mss int
 	if rc, err := c.(*net.TCPConn).SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) { mss, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) })
 	}
 	c.Close()
+	var want [32]byte
+	copy(want[:], h.Sum(nil))
 	select {
 	case got, ok := <-sums:
-		if !ok || got != sha256.Sum256(data) {
-			t.Errorf("TCP transfer %s -> %s: SHA-256 differs", from, dst)
+		if !ok || got != want {
+			return fmt.Errorf("tcp %s -> %s: SHA-256 differs", from, dst)
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("TCP transfer %s -> %s: not finished", from, dst)
+		return fmt.Errorf("tcp %s -> %s: not finished", from, dst)
 	}
 	if mss == 0 || mss > DefaultMSS {
-		t.Errorf("TCP_MAXSEG %s -> %s = %d; want <= %d (clamped)", from, dst, mss, DefaultMSS)
+		return fmt.Errorf("tcp %s -> %s: TCP_MAXSEG = %d; want <= %d (clamped)", from, dst, mss, DefaultMSS)
 	}
+	return nil
 }
 
 // labInjection sends packets into A's socket from B's namespace, as an attacker (or a broken
@@ -395,5 +426,159 @@ func TestLabWireFormatTcpdump(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLabTwoTunnelsOneSocket is AWS's shape: our side has one NAT-T socket and two tunnels to
+// two peer addresses, each with its own TUN and inside /30; inbound ESP is demultiplexed by SPI.
+func TestLabTwoTunnelsOneSocket(t *testing.T) {
+	testenv.Integration(t)
+	testenv.Command(t, "ping")
+	l := lab.New(t)
+	p, err := lab.NewPeerPair(l, lab.PeerPairConfig{NoLANHosts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const peer2 = "198.51.100.3"
+	if err := p.B.AddAddr("out0", peer2+"/24"); err != nil {
+		t.Fatal(err)
+	}
+	local := netip.MustParseAddrPort(p.Addrs.AOutside4 + ":4500")
+	remotes := []netip.AddrPort{netip.MustParseAddrPort(p.Addrs.BOutside4 + ":4500"), netip.MustParseAddrPort(peer2 + ":4500")}
+	var conn PacketConn
+	var tuns [2]TUN
+	if err := p.A.Do(func() error {
+		var err error
+		if conn, err = ListenUDP(local, UDPOptions{}); err != nil {
+			return err
+		}
+		for i := range tuns {
+			if tuns[i], err = CreateTUN(fmt.Sprintf("esp%d", i), 1500); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(conn, MuxConfig{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { m.Close() })
+	var ours [2]*Tunnel
+	for i := range ours {
+		ours[i], err = m.NewTunnel(TunnelConfig{Name: fmt.Sprintf("tunnel%d", i+1), TUN: tuns[i], Remote: remotes[i]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spiIn, err := m.ReserveSPI()
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := testParams(t, spiIn, SuiteAES256GCM16, byte(20*i+1))
+		out := testParams(t, 0xd0000000+uint32(i), SuiteAES256GCM16, byte(20*i+2))
+		if _, err := ours[i].AddInbound(in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ours[i].SetOutbound(out); err != nil {
+			t.Fatal(err)
+		}
+		dev := fmt.Sprintf("esp%d", i)
+		if err := p.A.AddAddr(dev, fmt.Sprintf("169.254.%d.2/30", 10+i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.A.LinkUp(dev); err != nil {
+			t.Fatal(err)
+		}
+		// The peer end: its own socket on its own address, in B.
+		startLabSide(t, p.B, remotes[i], local, []string{fmt.Sprintf("169.254.%d.1/30", 10+i)}, out, in, func(c *TunnelConfig) {})
+		// startLabSide names every TUN esp0; rename the second peer's before the next one.
+		if i == 0 {
+			if _, err := p.B.Run("ip", "link", "set", "esp0", "down"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.B.Run("ip", "link", "set", "esp0", "name", "peer1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.B.LinkUp("peer1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range ours {
+		dst := fmt.Sprintf("169.254.%d.1", 10+i)
+		if err := p.A.Ping("", dst, 3); err != nil {
+			t.Errorf("ping %s through tunnel %d: %v", dst, i+1, err)
+		}
+		if st := ours[i].Stats(); st.PacketsIn < 3 || st.PacketsOut < 3 {
+			t.Errorf("tunnel %d counters: in %d out %d; want >= 3 each", i+1, st.PacketsIn, st.PacketsOut)
+		}
+	}
+	if ms := m.Stats(); ms.NoSA != 0 {
+		t.Errorf("NoSA = %d; want 0", ms.NoSA)
+	}
+}
+
+// TestLabRekeyUnderLoad rekeys both directions five times, make-before-break, while a TCP
+// transfer and a fast ping run through the tunnel: no ping is lost, the data arrives intact,
+// and no packet ever misses its SA.
+func TestLabRekeyUnderLoad(t *testing.T) {
+	testenv.Integration(t)
+	testenv.Command(t, "ping")
+	l := lab.New(t)
+	p, err := lab.NewPeerPair(l, lab.PeerPairConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := ourPair(t, p, SuiteAES128GCM16, false, nil)
+	ad := p.Addrs
+	if err := p.AHost.WaitPing(context.Background(), "", ad.BHost4); err != nil {
+		t.Fatal(err)
+	}
+	pingOut := make(chan string, 1)
+	go func() {
+		out, _ := p.AHost.Run("ping", "-n", "-q", "-c", "150", "-i", "0.02", "-W", "2", ad.BHost4)
+		pingOut <- out
+	}()
+	transfer, rekeyed := make(chan error, 1), make(chan struct{})
+	go func() { transfer <- labTCPStream(p.AHost, p.BHost, ad.BHost4, 1<<20, rekeyed) }()
+	spiAB, spiBA := a.out.SPI, b.out.SPI
+	for r := 1; r <= 5; r++ {
+		time.Sleep(300 * time.Millisecond)
+		nAB := testParams(t, spiAB+1, SuiteAES128GCM16, byte(100+r))
+		nBA := testParams(t, spiBA+1, SuiteAES128GCM16, byte(150+r))
+		inB, err := b.t.AddInbound(nAB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inA, err := a.t.AddInbound(nBA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.t.SetOutbound(nAB); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.t.SetOutbound(nBA); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "both new SAs carry traffic", func() bool { return inA.PacketsOpened() > 0 && inB.PacketsOpened() > 0 })
+		if err := b.t.RemoveInbound(spiAB); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.t.RemoveInbound(spiBA); err != nil {
+			t.Fatal(err)
+		}
+		spiAB, spiBA = spiAB+1, spiBA+1
+	}
+	close(rekeyed)
+	if err := <-transfer; err != nil {
+		t.Errorf("TCP stream during rekeys: %v", err)
+	}
+	if out := <-pingOut; !strings.Contains(out, "150 received") {
+		t.Errorf("pings during rekeys:\n%s", out)
+	}
+	if n := a.mux.Stats().NoSA + b.mux.Stats().NoSA; n != 0 {
+		t.Errorf("NoSA = %d during make-before-break rekeys; want 0", n)
+	}
+	if got := a.t.InboundSPIs(); len(got) != 1 || got[0] != spiBA {
+		t.Errorf("A inbound SPIs after 5 rekeys = %x; want [%x]", got, spiBA)
 	}
 }
