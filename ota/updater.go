@@ -263,7 +263,13 @@ func (u *Updater) Apply(ctx context.Context, r repo.Release) error {
 		return fmt.Errorf("ota: %s: %w", r.Path, err)
 	}
 	log.Info("ota: downloaded", "resumed_at", st.ResumedAt, "fetched", st.Fetched, "requests", st.Requests)
-	// Re-read what the slot holds, not what we meant to write.
+	// Re-read what the slot holds, not what we meant to write (from the flash, not the page
+	// cache, when the slot can drop it).
+	if dc, ok := s.(interface{ DropCache() error }); ok {
+		if err := dc.DropCache(); err != nil {
+			log.Warn("ota: cannot drop the slot's page cache before verifying", "err", err.Error())
+		}
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(s, 0, r.Length)); err != nil {
 		return fmt.Errorf("ota: re-read slot %s: %w", target, err)

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"meshroot/board"
 )
 
@@ -83,6 +85,20 @@ func (r *Region) WriteAt(p []byte, off int64) (int, error) {
 
 // Sync implements Slot.
 func (r *Region) Sync() error { return r.dev.Sync() }
+
+// DropCache asks the kernel to forget its cached pages of the region (after Sync), so that a
+// re-read comes from the flash and not from memory. It does nothing for devices that are not
+// files.
+func (r *Region) DropCache() error {
+	f, ok := r.dev.(*os.File)
+	if !ok {
+		return nil
+	}
+	if err := unix.Fadvise(int(f.Fd()), r.off, r.size, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("slot %s: drop cache: %w", r.name, err)
+	}
+	return nil
+}
 
 // Open opens path (a block device, a partition or a regular file) read-write and returns the
 // slot over [off, off+size). size 0 means "to the end of the device".

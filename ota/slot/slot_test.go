@@ -169,6 +169,9 @@ func TestLabBlockDevice(t *testing.T) {
 	if err := r.Sync(); err != nil {
 		t.Fatalf("Sync = %v", err)
 	}
+	if err := r.DropCache(); err != nil {
+		t.Errorf("DropCache = %v", err)
+	}
 	raw, _ := os.ReadFile(p)
 	if got := string(raw[4096 : 4096+8]); got != "meshroot" {
 		t.Errorf("backing file at 4096 = %q; want meshroot", got)
