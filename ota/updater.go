@@ -159,11 +159,14 @@ type Offer struct {
 	Decision rollout.Decision
 }
 
-// Check refreshes the repository and returns the newest release for this board and channel if
-// it is newer than the running version. The error is ErrNoUpdate when there is none, a
-// rollout reason (rollout.ErrHalted, ErrNotYourWave, ErrOutOfWindow) when the device must
-// wait, or a refusal (wrong board, below the floor, too big); the Offer is returned with the
-// rollout reasons.
+// Check refreshes the repository and returns the newest release for this board and channel
+// that is newer than the running version and that this device may install now. Releases are
+// considered newest first: a halted, not-yet-open or refused newest release does not hide an
+// older one that is open (1.2 halted, 1.1 rolling out: the device takes 1.1). When none may be
+// installed, the error says why for the newest candidate: ErrNoUpdate when there is no newer
+// release, a rollout reason (rollout.ErrHalted, ErrNotYourWave, ErrOutOfWindow; the Offer is
+// returned with it, NotBefore says when to look again), ErrFailedBefore, or a refusal (wrong
+// board, below the floor, too big).
 func (u *Updater) Check(ctx context.Context) (*Offer, error) {
 	snap, err := u.cfg.Repo.Refresh(ctx)
 	if err != nil {
@@ -177,22 +180,33 @@ func (u *Updater) Check(ctx context.Context) (*Offer, error) {
 		return nil, err
 	}
 	_, ver := u.running(env)
-	if len(snap.Releases) == 0 || (ver != "" && repo.Compare(snap.Releases[0].Meta.Version, ver) <= 0) {
+	failed, _ := env.Get(VarFailed)
+	var firstOffer *Offer
+	var firstErr error
+	for _, r := range snap.Releases {
+		if ver != "" && repo.Compare(r.Meta.Version, ver) <= 0 {
+			break // sorted newest first: nothing newer follows
+		}
+		var err error
+		var offer *Offer
+		if r.Path == failed {
+			err = fmt.Errorf("ota: %s: %w (%w)", r.Path, ErrFailedBefore, ErrNoUpdate)
+		} else if err = u.admissible(env, r); err == nil {
+			d := r.Meta.Rollout.Decide(rollout.Bucket(u.cfg.DeviceID, r.Path), u.cfg.Now().In(u.cfg.Location))
+			offer = &Offer{Release: r, Decision: d}
+			if d.Err == nil {
+				return offer, nil
+			}
+			err = fmt.Errorf("ota: %s: %w", r.Path, d.Err)
+		}
+		if firstErr == nil {
+			firstOffer, firstErr = offer, err
+		}
+	}
+	if firstErr == nil {
 		return nil, ErrNoUpdate
 	}
-	r := snap.Releases[0]
-	if failed, _ := env.Get(VarFailed); failed == r.Path {
-		return nil, fmt.Errorf("ota: %s: %w (%w)", r.Path, ErrFailedBefore, ErrNoUpdate)
-	}
-	if err := u.admissible(env, r); err != nil {
-		return nil, err
-	}
-	d := r.Meta.Rollout.Decide(rollout.Bucket(u.cfg.DeviceID, r.Path), u.cfg.Now().In(u.cfg.Location))
-	offer := &Offer{Release: r, Decision: d}
-	if d.Err != nil {
-		return offer, fmt.Errorf("ota: %s: %w", r.Path, d.Err)
-	}
-	return offer, nil
+	return firstOffer, firstErr
 }
 
 // admissible applies the device's policy to a release.

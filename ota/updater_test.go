@@ -309,4 +309,11 @@ func TestCheckFollowsRollout(t *testing.T) {
 	if _, err := d.updater(nil).Check(ctx); !errors.Is(err, rollout.ErrHalted) {
 		t.Errorf("Check after halt = %v; want ErrHalted", err)
 	}
+	// A newer release that is halted does not hide an older open one.
+	f.image("1.0.5", 60<<10)
+	f.publish("1.0.5", repo.PublishSpec{})
+	offer, err := d.updater(nil).Check(ctx)
+	if err != nil || offer.Release.Meta.Version != "1.0.5" {
+		t.Errorf("Check with 1.1.0 halted and 1.0.5 open = %v, %v; want 1.0.5", offer, err)
+	}
 }
