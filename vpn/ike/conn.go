@@ -68,10 +68,11 @@ type Conn struct {
 	cookieKey  []byte
 
 	// ordered event delivery
-	evMu   sync.Mutex
-	evQ    []Event
-	evWake chan struct{}
-	evDone chan struct{}
+	evMu     sync.Mutex
+	evClosed bool
+	evQ      []Event
+	evWake   chan struct{}
+	evDone   chan struct{}
 }
 
 type initKey struct {
@@ -161,10 +162,14 @@ func (c *Conn) Close(ctx context.Context) error {
 	var once sync.Once
 	finish := func() { once.Do(func() { close(done) }) }
 	sa := c.cur
-	if sa != nil && sa.state == saEstablished && sa.pending == nil {
-		sa.state = saDeleting
-		sa.sendRequest(ExchangeInformational, "delete IKE_SA", []Payload{&DeletePayload{Protocol: ProtoIKE}},
-			func(*Message) { finish() }, func(string) { finish() })
+	if sa != nil && sa.state >= saEstablished && sa.state <= saRekeying {
+		sa.queue = nil
+		sa.enqueue("close", func(sa *ikeSA) bool {
+			sa.state = saDeleting
+			sa.sendRequest(ExchangeInformational, "delete IKE_SA", []Payload{&DeletePayload{Protocol: ProtoIKE}},
+				func(*Message) { finish() }, func(string) { finish() })
+			return true
+		})
 	} else {
 		finish()
 	}
@@ -180,6 +185,7 @@ func (c *Conn) Close(ctx context.Context) error {
 	stop(c.kaTimer)
 	c.mu.Unlock()
 	c.evMu.Lock()
+	c.evClosed = true
 	close(c.evWake)
 	c.evMu.Unlock()
 	<-c.evDone
@@ -196,6 +202,9 @@ func (c *Conn) RekeyChild() error {
 	ch := c.activeChild()
 	if ch == nil || c.cur == nil || c.cur.state != saEstablished {
 		return errors.New("ike: no established CHILD SA to rekey")
+	}
+	if ch.state != childInstalled {
+		return fmt.Errorf("ike: the CHILD SA is %s already", ch.state)
 	}
 	c.queueChildRekey(ch)
 	return nil
@@ -287,6 +296,17 @@ func (c *Conn) HandlePacket(b []byte, local, remote netip.AddrPort) {
 	c.handleMessage(msg, local, remote)
 }
 
+// HandleIKE processes one IKE message that a demultiplexer already took off the NAT-T port
+// with the non-ESP marker stripped (vpn/esp's Mux OnIKE callback). b is not kept after the call.
+func (c *Conn) HandleIKE(b []byte, local, remote netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.handleMessage(b, local, remote)
+}
+
 // unframe strips the non-ESP marker on the NAT-T port (RFC 3948 §2.2). It is the one place that
 // knows about the marker on receive; ikeSA.transmit adds it on send.
 func (c *Conn) unframe(b []byte, local netip.AddrPort, count bool) ([]byte, bool) {
@@ -310,7 +330,15 @@ func (c *Conn) owns(b []byte, local netip.AddrPort, remote netip.AddrPort) bool 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	msg, ok := c.unframe(b, local, false)
-	if !ok || len(msg) < headerLen {
+	if !ok {
+		return false
+	}
+	return c.ownsMsg(msg, remote)
+}
+
+// ownsMsg is owns for an IKE message without marker.
+func (c *Conn) ownsMsg(msg []byte, remote netip.AddrPort) bool {
+	if len(msg) < headerLen {
 		return false
 	}
 	spiI := binary.BigEndian.Uint64(msg[0:8])
@@ -481,7 +509,7 @@ func (c *Conn) emit(ev Event) {
 		ev.NATDetected = c.cur.natT
 	}
 	c.evMu.Lock()
-	if !c.closed || ev.Type == EventIKEDown || ev.Type == EventChildDown {
+	if !c.evClosed {
 		c.evQ = append(c.evQ, ev)
 		select {
 		case c.evWake <- struct{}{}:
@@ -545,10 +573,10 @@ func (c *Conn) phases() (State, State) {
 	return p1, p2
 }
 
-// activeChild is the CHILD SA carrying outbound traffic (or nil).
+// activeChild is the CHILD SA carrying outbound traffic (or nil), whatever its rekey state.
 func (c *Conn) activeChild() *childSA {
 	for _, ch := range c.children {
-		if ch.outbound && ch.state == childInstalled {
+		if ch.outbound && ch.state != childDeleted {
 			return ch
 		}
 	}

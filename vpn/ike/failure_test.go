@@ -3,6 +3,9 @@ package ike
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -264,6 +267,21 @@ func TestForcedEncap(t *testing.T) {
 	}
 }
 
+// TestHandleIKE: with NAT-T datagrams arriving through HandleIKE (marker already stripped, as
+// vpn/esp's Mux delivers them) the whole life cycle still works.
+func TestHandleIKE(t *testing.T) {
+	p := newPair(t, func(c *Config) { c.ForceEncap = true }, nil)
+	p.net.espMux = true
+	p.start()
+	p.mustUp(10 * time.Second)
+	_ = p.a.c.RekeyChild()
+	_ = p.b.c.RekeyIKE()
+	p.checkConverged(time.Minute)
+	if st := p.a.c.Status(); !st.NATDetected {
+		t.Errorf("not on NAT-T")
+	}
+}
+
 func TestNATKeepalive(t *testing.T) {
 	p := newPair(t, func(c *Config) { c.ForceEncap = true; c.KeepaliveInterval = 5 * time.Second }, nil)
 	p.start()
@@ -363,5 +381,89 @@ func TestPSKNeverLogged(t *testing.T) {
 	}
 	if len(p.a.logs.String()) < 1000 {
 		t.Fatalf("logs too short to mean anything")
+	}
+}
+
+// TestUnsupportedCritical: an IKE_SA_INIT with an unknown payload marked critical is answered
+// with UNSUPPORTED_CRITICAL_PAYLOAD naming the type, and creates no state.
+func TestUnsupportedCritical(t *testing.T) {
+	p := newPair(t, nil, nil)
+	p.b.c.Start()
+	m := sampleMessage()
+	m.Payloads = append(m.Payloads[:3], &RawPayload{PType: 200, Critical: true, Body: []byte{1, 2}})
+	b := encodePlain(m)
+	p.b.c.HandlePacket(b, netip.AddrPortFrom(addrB, 500), netip.AddrPortFrom(addrA, 500))
+	p.net.mu.Lock()
+	defer p.net.mu.Unlock()
+	if len(p.net.queue) != 1 {
+		t.Fatalf("responses = %d; want 1", len(p.net.queue))
+	}
+	h, err := parseHeader(p.net.queue[0].b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, _, err := parseChain(h.next, p.net.queue[0].b[headerLen:], headerLen, false)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("response payloads = %v, %v", ps, err)
+	}
+	n, ok := ps[0].(*NotifyPayload)
+	if !ok || n.NotifyType != NotifyUnsupportedCriticalPayload || len(n.Data) != 1 || n.Data[0] != 200 {
+		t.Errorf("response = %+v; want N(UNSUPPORTED_CRITICAL_PAYLOAD) with data 200", ps[0])
+	}
+	p.b.c.mu.Lock()
+	defer p.b.c.mu.Unlock()
+	if len(p.b.c.sas) != 0 {
+		t.Errorf("state created for a message with an unsupported critical payload")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := baseConfig(addrA, addrB)
+	if err := good.Validate(); err != nil {
+		t.Fatalf("Validate(good) = %v", err)
+	}
+	for _, tc := range []struct {
+		field string
+		mod   func(*Config)
+	}{
+		{"LocalAddr", func(c *Config) { c.LocalAddr = netip.Addr{} }},
+		{"RemoteAddr", func(c *Config) { c.RemoteAddr = netip.MustParseAddr("2001:db8::1") }},
+		{"PSK", func(c *Config) { c.PSK = "" }},
+		{"IKEProposals[0]", func(c *Config) { c.IKEProposals = MustParseProposals("aes256gcm16-modp2048") }},
+		{"ESPProposals[1]", func(c *Config) { c.ESPProposals = MustParseProposals("aes128-sha1,aes128") }},
+		{"RekeyMargin", func(c *Config) { c.ChildLifetime = 20 * time.Second; c.RekeyMargin = 15 * time.Second }},
+		{"IKELifetime", func(c *Config) { c.IKELifetime = time.Hour; c.ChildLifetime = 2 * time.Hour }},
+		{"DPDAction", func(c *Config) { c.DPDAction = "hold" }},
+		{"StartAction", func(c *Config) { c.StartAction = "trap" }},
+		{"LocalID", func(c *Config) { c.LocalID = "bad\x01id" }},
+		{"Retransmit.Base", func(c *Config) { c.Retransmit.Base = 9 }},
+		{"RekeyFuzz", func(c *Config) { c.RekeyFuzz = 150 }},
+	} {
+		c := good
+		tc.mod(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
+			t.Errorf("Validate(bad %s) = %v; want an error naming %s", tc.field, err, tc.field)
+		}
+		if err != nil && strings.Contains(err.Error(), testPSK) {
+			t.Errorf("Validate error contains the PSK")
+		}
+	}
+}
+
+func TestSecretRedacted(t *testing.T) {
+	s := Secret("hunter2-secret")
+	for _, got := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %q %x %#v", s, s, s, s, s)} {
+		if strings.Contains(got, "hunter2") || strings.Contains(got, hex.EncodeToString([]byte("hunter2"))) {
+			t.Errorf("formatted Secret = %q; want it redacted", got)
+		}
+	}
+	b, _ := json.Marshal(Config{PSK: s})
+	if strings.Contains(string(b), "hunter2") {
+		t.Errorf("json.Marshal(Config) leaks the PSK: %s", b)
+	}
+	var c Config
+	if err := json.Unmarshal([]byte(`{"PSK":"from-json-1"}`), &c); err != nil || string(c.PSK) != "from-json-1" {
+		t.Errorf("json.Unmarshal PSK = %q, %v", string(c.PSK), err)
 	}
 }

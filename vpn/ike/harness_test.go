@@ -110,6 +110,9 @@ type fakeNet struct {
 	held  []packet
 	sent  []packet
 	clock *fakeClock
+	// espMux delivers NAT-T datagrams the way vpn/esp's Mux does: marker stripped, through
+	// HandleIKE; keepalives are not delivered.
+	espMux bool
 }
 
 func newFakeNet(clock *fakeClock) *fakeNet {
@@ -149,6 +152,12 @@ func (n *fakeNet) deliver() int {
 			continue
 		}
 		count++
+		if n.espMux && p.to.Port() == 4500 {
+			if len(p.b) >= 4 && p.b[0]|p.b[1]|p.b[2]|p.b[3] == 0 {
+				c.HandleIKE(p.b[4:], p.to, p.from)
+			}
+			continue
+		}
 		c.HandlePacket(p.b, p.to, p.from)
 	}
 }

@@ -451,8 +451,15 @@ func (sa *ikeSA) handle(b []byte, h header, local, remote netip.AddrPort) {
 	// authenticated: follow the peer's address/port (NAT mapping changes, RFC 7296 §2.23)
 	if sa.natT || remote.Port() == c.cfg.RemoteNATTPort {
 		if sa.remote != remote || sa.local != local {
+			moved := sa.state >= saEstablished && sa.remote != remote
 			sa.remote, sa.local = remote, local
 			sa.natT = local.Port() == c.cfg.LocalNATTPort
+			if moved && sa == c.cur {
+				sa.logger().Info("peer address changed (NAT mapping)", "remote", remote)
+				if ch := c.activeChild(); ch != nil && ch.ike == sa {
+					c.setOutbound(ch) // the data plane learns the new outer address
+				}
+			}
 		}
 	}
 	sa.logger().Debug("received "+m.Summary(), "from", remote)

@@ -483,3 +483,80 @@ func strongswanSuite(p string) string {
 	}
 	return m[p]
 }
+
+// TestLabInteropGroups covers the remaining DH groups and ciphers with strongSwan: each IKE
+// group in IKE_SA_INIT and each ESP group as PFS in CHILD rekeys from both sides.
+func TestLabInteropGroups(t *testing.T) {
+	for _, s := range []struct{ ike, esp string }{
+		{"aes192-sha512-modp1536", "aes192-sha512-modp3072"},
+		{"aes256gcm12-prfsha384-modp4096", "aes256gcm12-modp6144"},
+		{"aes128-sha256-modp8192", "aes128-sha256-ecp256"},
+		{"aes256gcm16-prfsha256-ecp521", "aes128gcm16-modp1024s160"},
+		{"aes128-sha1-modp2048s224", "aes256-sha384-modp2048s256"},
+	} {
+		t.Run(s.ike+"/"+s.esp, func(t *testing.T) {
+			t.Parallel()
+			r := newLabRig(t, rigOpts{
+				sw:   lab.Conn{Proposals: []string{s.ike}, Children: []lab.Child{{Name: "tun1", ESPProposals: []string{s.esp}}}},
+				ours: withSuite(s.ike, s.esp),
+			})
+			if _, err := r.sw.WaitUp(r.ctx(30*time.Second), "tun1"); err != nil {
+				t.Fatal(err)
+			}
+			r.waitConverged(10 * time.Second)
+			for i, step := range []func() error{
+				func() error { return r.sw.RekeyChild(r.ctx(5*time.Second), "tun1") },
+				r.conn.RekeyChild,
+			} {
+				before := r.conn.Status()
+				if err := step(); err != nil {
+					t.Fatal(err)
+				}
+				r.waitFor(20*time.Second, fmt.Sprintf("PFS rekey %d", i), func() bool {
+					now := r.conn.Status()
+					return len(now.Children) == 1 && now.Children[0].SPIIn != before.Children[0].SPIIn
+				})
+				r.waitConverged(10 * time.Second)
+			}
+			_, ch, err := r.sw.WaitChild(r.ctx(5*time.Second), "tun1", "", "INSTALLED")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ch.DHGroup == "" {
+				t.Errorf("strongSwan reports no PFS group on the rekeyed CHILD_SA")
+			}
+		})
+	}
+}
+
+// TestLabLowestSelection: as responder we choose like AWS, the lowest allowed value per
+// transform type whatever strongSwan's order (including a DH group other than its KE, which
+// costs an INVALID_KE_PAYLOAD round trip).
+func TestLabLowestSelection(t *testing.T) {
+	t.Parallel()
+	offer := "aes256-aes128-sha256-sha1-modp2048-modp1024"
+	r := newLabRig(t, rigOpts{
+		sw: lab.Conn{Proposals: []string{offer}, Children: []lab.Child{{Name: "tun1", ESPProposals: []string{"aes256-aes128-sha256-sha1"}}}},
+		ours: func(c *Config) {
+			c.IKEProposals = MustParseProposals("aes128-aes256-sha1-sha256-modp1024-modp2048")
+			c.ESPProposals = MustParseProposals("aes128-aes256-sha1-sha256")
+			c.StartAction = StartAdd
+		},
+	})
+	if err := r.sw.Initiate(r.ctx(20*time.Second), "tun1", ""); err != nil {
+		t.Fatal(err)
+	}
+	r.waitConverged(10 * time.Second)
+	sa, ch, err := r.sw.WaitChild(r.ctx(5*time.Second), "tun1", "", "INSTALLED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s-%d/%s/%s/%s ESP %s-%d/%s", sa.EncrAlg, sa.EncrKeySize, sa.IntegAlg, sa.PRFAlg, sa.DHGroup, ch.EncrAlg, ch.EncrKeySize, ch.IntegAlg)
+	want := "AES_CBC-128/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024 ESP AES_CBC-128/HMAC_SHA1_96"
+	if got != want {
+		t.Errorf("negotiated %s; want %s (lowest values)", got, want)
+	}
+	if !strings.Contains(r.sw.Log(), "it requested MODP_1024") {
+		t.Errorf("strongSwan did not get INVALID_KE_PAYLOAD for its modp2048 KE")
+	}
+}

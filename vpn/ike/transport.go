@@ -59,6 +59,24 @@ func (m *Mux) HandlePacket(b []byte, local, remote netip.AddrPort) {
 	m.dropped.Add(1)
 }
 
+// HandleIKE routes an IKE message whose non-ESP marker a demultiplexer already stripped (see
+// Conn.HandleIKE).
+func (m *Mux) HandleIKE(b []byte, local, remote netip.AddrPort) {
+	m.mu.RLock()
+	conns := append([]*Conn(nil), m.conns...)
+	m.mu.RUnlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		mine := c.ownsMsg(b, remote)
+		c.mu.Unlock()
+		if mine {
+			c.HandleIKE(b, local, remote)
+			return
+		}
+	}
+	m.dropped.Add(1)
+}
+
 // UDPTransport is a plain UDP transport for one local address: a socket on the IKE port and
 // one on the NAT-T port. It implements Sender. On the NAT-T socket it demultiplexes by the
 // non-ESP marker: marker-prefixed datagrams go to the handler, NAT keepalives are dropped,
