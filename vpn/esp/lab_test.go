@@ -215,15 +215,16 @@ func TestLabDataPlane(t *testing.T) {
 // [v6]), compares SHA-256 on both ends and checks the MSS was clamped.
 func labTCPTransfer(t *testing.T, from, to *lab.NS, dst string) {
 	t.Helper()
-	if err := labTCPStream(from, to, dst, 8<<20, nil); err != nil {
+	if err := labTCPStream(from, to, dst, 8<<20, nil, 0); err != nil {
 		t.Error(err)
 	}
 }
 
 // labTCPStream sends at least minBytes of random data over TCP, and keeps sending until more
-// is closed (when not nil), then checks the SHA-256 and that the MSS was clamped. It may run
-// on any goroutine.
-func labTCPStream(from, to *lab.NS, dst string, minBytes int, more <-chan struct{}) error {
+// is closed (when not nil), then checks the SHA-256 and that the MSS was clamped. With pace > 0
+// it sends 64 KiB per pace instead of as fast as it can (so that it does not fill the queues
+// other traffic shares). It may run on any goroutine.
+func labTCPStream(from, to *lab.NS, dst string, minBytes int, more <-chan struct{}, pace time.Duration) error {
 	var ln net.Listener
 	if err := to.Do(func() error {
 		var err error
@@ -271,6 +272,9 @@ func labTCPStream(from, to *lab.NS, dst string, minBytes int, more <-chan struct
 		}
 	}
 	chunk := make([]byte, 1<<20)
+	if pace > 0 {
+		chunk = chunk[:64<<10]
+	}
 	h := sha256.New()
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	for sent := 0; !enough(sent); sent += len(chunk) {
@@ -278,6 +282,9 @@ func labTCPStream(from, to *lab.NS, dst string, minBytes int, more <-chan struct
 		h.Write(chunk)
 		if _, err := c.Write(chunk); err != nil {
 			return fmt.Errorf("tcp %s -> %s: write: %w", from, dst, err)
+		}
+		if pace > 0 {
+			time.Sleep(pace)
 		}
 	}
 	var mss int
@@ -539,7 +546,9 @@ func TestLabRekeyUnderLoad(t *testing.T) {
 		pingOut <- out
 	}()
 	transfer, rekeyed := make(chan error, 1), make(chan struct{})
-	go func() { transfer <- labTCPStream(p.AHost, p.BHost, ad.BHost4, 1<<20, rekeyed) }()
+	// About 200 Mbit/s: traffic on both SAs at every switch, without the stream filling the
+	// TUN queue and making the pings' loss a congestion question.
+	go func() { transfer <- labTCPStream(p.AHost, p.BHost, ad.BHost4, 1<<20, rekeyed, 2*time.Millisecond) }()
 	spiAB, spiBA := a.out.SPI, b.out.SPI
 	for r := 1; r <= 5; r++ {
 		time.Sleep(300 * time.Millisecond)
