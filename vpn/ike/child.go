@@ -13,14 +13,15 @@ import (
 type childState int
 
 const (
-	childInstalled childState = iota // up
+	childCreating  childState = iota // being negotiated (not in the data plane yet)
+	childInstalled                   // up
 	childRekeying                    // our rekey of it is outstanding
 	childRekeyed                     // replaced (successor set); waiting for its deletion
 	childDeleting                    // our DELETE is outstanding
 	childDeleted                     // gone (the inbound half may linger DeleteDelay)
 )
 
-var childStateNames = [...]string{"INSTALLED", "REKEYING", "REKEYED", "DELETING", "DELETED"}
+var childStateNames = [...]string{"CREATING", "INSTALLED", "REKEYING", "REKEYED", "DELETING", "DELETED"}
 
 func (s childState) String() string { return childStateNames[s] }
 

@@ -266,7 +266,7 @@ func (c *Conn) Status() Status {
 		st.NATDetected = sa.natT
 	}
 	for _, ch := range c.children {
-		if ch.state != childDeleted && !ch.redundant {
+		if ch.state != childDeleted && ch.state != childCreating && !ch.redundant {
 			st.Children = append(st.Children, ch.info())
 		}
 	}
@@ -557,7 +557,7 @@ func (c *Conn) phases() (State, State) {
 		p1 = StateNegotiating
 	}
 	for _, ch := range c.children {
-		if ch.redundant || ch.state == childDeleted {
+		if ch.redundant || ch.state == childDeleted || ch.state == childCreating {
 			continue
 		}
 		switch {

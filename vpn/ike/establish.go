@@ -643,8 +643,11 @@ func (c *Conn) ikeEstablished(sa *ikeSA) {
 // establishFailed ends an IKE SA that did not come up.
 func (c *Conn) establishFailed(sa *ikeSA, reason string, typ EventType) {
 	sa.logger().Warn("IKE_SA establishment failed", "reason", reason)
-	if sa.authChild != nil {
-		sa.authChild = nil
+	sa.authChild = nil
+	for _, ch := range append([]*childSA(nil), c.children...) {
+		if ch.ike == sa {
+			c.removeChild(ch, true, reason, true)
+		}
 	}
 	sa.destroy()
 	c.emit(Event{Type: typ, Reason: reason, IKE: sa.info()})

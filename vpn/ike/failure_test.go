@@ -467,3 +467,18 @@ func TestSecretRedacted(t *testing.T) {
 		t.Errorf("json.Unmarshal PSK = %q, %v", string(c.PSK), err)
 	}
 }
+
+// TestNoLeaksAfterFailures: failed attempts leave no CHILD SA records or IKE SAs behind.
+func TestNoLeaksAfterFailures(t *testing.T) {
+	p := newPair(t, func(c *Config) { c.PSK = "wrong-key-wrong-key" }, nil)
+	p.start()
+	p.net.run(5*time.Minute, nil)
+	for _, e := range []*end{p.a, p.b} {
+		e.c.mu.Lock()
+		nch, nsa := len(e.c.children), len(e.c.sas)
+		e.c.mu.Unlock()
+		if nch != 0 || nsa > 1 {
+			t.Errorf("%s after 5 minutes of failures: %d CHILD records, %d IKE SAs; want 0 and <= 1", e.c.Name(), nch, nsa)
+		}
+	}
+}

@@ -59,7 +59,7 @@ type ikeSA struct {
 	expectID   uint32
 	lastResp   [][]byte
 	haveResp   bool
-	frags      *reassembly
+	frags      [2]*reassembly // requests, responses
 	lastSent   time.Time
 	lastRecv   time.Time
 	created    time.Time
@@ -281,6 +281,7 @@ func (r *request) tighten(deadline time.Time, interval time.Duration) {
 	if r.deadline.IsZero() || deadline.Before(r.deadline) {
 		r.deadline = deadline
 	}
+	r.dpd = true // a deadline, not the retransmit count, decides
 	if interval > 0 {
 		r.interval = interval
 		r.resend()
@@ -531,10 +532,14 @@ type reassembly struct {
 }
 
 func (sa *ikeSA) reassemble(h header, ep *encPayload, plain []byte) ([]byte, PayloadType, bool) {
-	r := sa.frags
-	if r == nil || r.msgID != h.msgID || r.response != h.isResponse() || ep.fragTotal > r.total {
+	slot := 0
+	if h.isResponse() {
+		slot = 1
+	}
+	r := sa.frags[slot]
+	if r == nil || r.msgID != h.msgID || ep.fragTotal > r.total {
 		r = &reassembly{msgID: h.msgID, response: h.isResponse(), total: ep.fragTotal, parts: map[uint16][]byte{}}
-		sa.frags = r
+		sa.frags[slot] = r
 	}
 	if ep.fragTotal < r.total {
 		return nil, 0, false // stale fragment of an older split
@@ -543,7 +548,7 @@ func (sa *ikeSA) reassemble(h header, ep *encPayload, plain []byte) ([]byte, Pay
 		return nil, 0, false
 	}
 	if r.size+len(plain) > 1<<16 {
-		sa.frags = nil
+		sa.frags[slot] = nil
 		return nil, 0, false
 	}
 	r.parts[ep.fragNum] = plain
@@ -558,7 +563,7 @@ func (sa *ikeSA) reassemble(h header, ep *encPayload, plain []byte) ([]byte, Pay
 	for i := uint16(1); i <= r.total; i++ {
 		full = append(full, r.parts[i]...)
 	}
-	sa.frags = nil
+	sa.frags[slot] = nil
 	return full, r.first, true
 }
 

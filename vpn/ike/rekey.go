@@ -257,6 +257,9 @@ func (c *Conn) expectPeerDelete(ch *childSA) {
 // ---- CHILD SA create and delete, initiator ----
 
 func (c *Conn) queueChildCreate(sa *ikeSA) {
+	if c.cur != nil {
+		sa = c.cur
+	}
 	if sa.hasTask("child-create") {
 		return
 	}
@@ -319,6 +322,9 @@ func (c *Conn) queueChildCreate(sa *ikeSA) {
 }
 
 func (c *Conn) queueChildDelete(sa *ikeSA, ch *childSA, why string) {
+	if c.cur != nil && c.cur.state >= saEstablished {
+		sa = c.cur // never a rekeyed IKE SA
+	}
 	sa.enqueue(fmt.Sprintf("child-delete-%08x", ch.spiIn), func(sa *ikeSA) bool {
 		if ch.state == childDeleted || ch.state == childDeleting {
 			return false
@@ -353,7 +359,7 @@ func (sa *ikeSA) handleCreateChildRequest(m *Message, h *header, local, remote n
 		reply(&NotifyPayload{NotifyType: NotifyInvalidSyntax})
 		return
 	}
-	if sa.state == saDeleting || sa.state == saRekeyed {
+	if sa.state == saDeleting || sa.state == saRekeyed || sa != c.cur {
 		reply(&NotifyPayload{NotifyType: NotifyTemporaryFailure})
 		return
 	}
@@ -436,6 +442,9 @@ func (sa *ikeSA) handleCreateChildRequest(m *Message, h *header, local, remote n
 
 // queueChildDeleteThen is queueChildDelete with a completion action.
 func (c *Conn) queueChildDeleteThen(sa *ikeSA, ch *childSA, why string, then func()) {
+	if c.cur != nil && c.cur.state >= saEstablished {
+		sa = c.cur
+	}
 	sa.enqueue(fmt.Sprintf("child-delete-%08x", ch.spiIn), func(sa *ikeSA) bool {
 		if ch.state == childDeleted || ch.state == childDeleting {
 			then()
@@ -697,7 +706,7 @@ func (c *Conn) adoptIKE(old, nsa *ikeSA) {
 func (sa *ikeSA) handleIKERekeyRequest(m *Message, sap *SAPayload, ni *NoncePayload, reply func(...Payload)) {
 	c := sa.c
 	for _, ch := range c.children {
-		if ch.ike == sa && (ch.state == childRekeying || ch.state == childDeleting) {
+		if ch.ike == sa && (ch.state == childRekeying || ch.state == childDeleting || ch.state == childCreating) {
 			sa.logger().Info("peer wants to rekey the IKE_SA while a CHILD_SA exchange is in progress: TEMPORARY_FAILURE")
 			reply(&NotifyPayload{NotifyType: NotifyTemporaryFailure})
 			return
