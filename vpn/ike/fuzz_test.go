@@ -201,7 +201,7 @@ func FuzzConnHandlePacket(f *testing.F) {
 }
 
 // newFuzzPair is newPair without logging and test-failure dumps (cheap per fuzz input).
-func newFuzzPair(t *testing.T, mod func(*Config)) *pair {
+func newFuzzPair(t testing.TB, mod func(*Config)) *pair {
 	p := &pair{t: t, clock: newFakeClock()}
 	p.net = newFakeNet(p.clock)
 	mk := func(local, remote netip.Addr, start bool) *end {

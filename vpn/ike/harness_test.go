@@ -330,7 +330,7 @@ func (e *end) hasEvent(t EventType) bool {
 }
 
 type pair struct {
-	t     *testing.T
+	t     testing.TB
 	clock *fakeClock
 	net   *fakeNet
 	a, b  *end // a = 198.51.100.2 (initiator by default), b = 198.51.100.1
