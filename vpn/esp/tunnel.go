@@ -461,7 +461,11 @@ func (s *sender) seal(o *outboundSA, buf []byte, n int, version byte) {
 	}
 	pkt, err := o.sa.SealInPlace(buf, outOffset, n, nh)
 	if err != nil {
-		s.seqExhausted++
+		if err == ErrSeqExhausted {
+			s.seqExhausted++
+		} else {
+			s.malformed++ // ErrNoRoom: cannot happen with the sender's buffer sizes
+		}
 		return
 	}
 	s.pkts = append(s.pkts, pkt)
