@@ -394,3 +394,30 @@ func TestLabReplayAndMalformed(t *testing.T) {
 	}
 	r.settled()
 }
+
+// TestLabWeForceEncap: strongSwan without encap=yes, we force UDP encapsulation by faking
+// NAT-D (as strongSwan's encap=yes does): strongSwan must see a NAT, both move to 4500 and the
+// CHILD SA is UDP-encapsulated on both sides.
+func TestLabWeForceEncap(t *testing.T) {
+	for _, role := range []string{"we-initiate", "sw-initiates"} {
+		t.Run(role, func(t *testing.T) {
+			t.Parallel()
+			r := newLabRig(t, rigOpts{sw: lab.Conn{NoEncap: true}, ours: func(c *Config) {
+				c.ForceEncap = true
+				if role == "sw-initiates" {
+					c.StartAction = StartAdd
+				}
+			}})
+			if role == "sw-initiates" {
+				if err := r.sw.Initiate(r.ctx(20*time.Second), "tun1", ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.waitConverged(20 * time.Second)
+			sa, _, _ := r.sw.IKE(r.ctx(5*time.Second), "tun1")
+			if !sa.NATRemote || sa.LocalPort != 4500 {
+				t.Errorf("strongSwan sees nat_remote=%v on port %d; want a NAT on 4500", sa.NATRemote, sa.LocalPort)
+			}
+		})
+	}
+}

@@ -214,6 +214,12 @@ func newLabRig(t *testing.T, o rigOpts) *labRig {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = r.conn.Close(ctx)
+		// every lab test doubles as a log scan: our debug log never holds the PSK
+		for _, secret := range []string{labPSK, hex.EncodeToString([]byte(labPSK)), string(cfg.PSK)} {
+			if strings.Contains(r.logs.String(), secret) {
+				t.Errorf("our log contains the PSK")
+			}
+		}
 		if t.Failed() {
 			t.Logf("our log (tail):\n%s", tailLines(r.logs.String(), 80))
 			var keep []string
