@@ -224,6 +224,7 @@ type recvGroup struct {
 // receiver is the receive goroutine's state: all buffers it owns.
 type receiver struct {
 	m       *Mux
+	now     int64 // Mux clock when the current batch arrived
 	msgs    []RecvMsg
 	tunBufs [][]byte // decrypted packets, TUNWriteOffset bytes in
 	used    int
@@ -269,6 +270,7 @@ func (m *Mux) receive(r *receiver) {
 			continue
 		}
 		spis := *m.spis.Load()
+		r.now = m.now()
 		for i := 0; i < n; i++ {
 			msg := &r.msgs[i]
 			if msg.Truncated {
@@ -355,6 +357,7 @@ func (r *receiver) datagram(d []byte, msg *RecvMsg, spis map[uint32]*inboundSA) 
 		}
 		g.pkts++
 		g.wire += uint64(len(d))
+		e.sa.lastIn.Store(r.now)
 		if nh == NextHeaderDummy {
 			g.dummies++
 			return
@@ -370,7 +373,7 @@ func (r *receiver) datagram(d []byte, msg *RecvMsg, spis map[uint32]*inboundSA) 
 
 // flush writes each tunnel's packets to its TUN and publishes the counters.
 func (r *receiver) flush() {
-	now := r.m.now()
+	now := r.now
 	for i := range r.groups {
 		g := &r.groups[i]
 		t := g.t

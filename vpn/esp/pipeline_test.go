@@ -174,6 +174,12 @@ func TestPipelineRoundTripAllSuites(t *testing.T) {
 			if sa.LastOutbound.IsZero() || sb.LastInbound.IsZero() || time.Since(sb.LastInbound) > time.Minute {
 				t.Errorf("liveness: a LastOutbound %v, b LastInbound %v; want recent times", sa.LastOutbound, sb.LastInbound)
 			}
+			if on := b.t.LastInboundOn(0xb0000001); on.IsZero() || on.After(time.Now()) || time.Since(on) > time.Minute {
+				t.Errorf("b LastInboundOn(SA in use) = %v; want a recent time", on)
+			}
+			if on := b.t.LastInboundOn(0x1234); !on.IsZero() {
+				t.Errorf("b LastInboundOn(unknown SPI) = %v; want zero", on)
+			}
 		})
 	}
 }

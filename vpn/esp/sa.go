@@ -81,6 +81,7 @@ type SA struct {
 
 	// inbound
 	opened    atomic.Uint64 // packets that passed Open
+	lastIn    atomic.Int64  // Mux clock (Mux.now) of the last batch with a packet on this SA
 	replay    replayWindow
 	sealNonce [12]byte
 	openNonce [12]byte

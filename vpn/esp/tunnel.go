@@ -259,6 +259,19 @@ func (t *Tunnel) ClearOutbound() { t.out.Store(nil) }
 // to poll every few milliseconds for failover.
 func (t *Tunnel) LastInbound() time.Time { return t.mux.timeOf(t.lastIn.Load()) }
 
+// LastInboundOn is when the last authenticated packet arrived on the inbound SA spi (zero if
+// never, or if the tunnel has no such SA): IKE's DPD skips its liveness check while an SA
+// carries traffic.
+func (t *Tunnel) LastInboundOn(spi uint32) time.Time {
+	t.mu.Lock()
+	sa := t.inbound[spi]
+	t.mu.Unlock()
+	if sa == nil {
+		return time.Time{}
+	}
+	return t.mux.timeOf(sa.lastIn.Load())
+}
+
 // LastOutbound is when the last ESP packet was sent (zero if never).
 func (t *Tunnel) LastOutbound() time.Time { return t.mux.timeOf(t.lastOut.Load()) }
 
