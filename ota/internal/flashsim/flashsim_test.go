@@ -35,7 +35,7 @@ func TestCutLosesOnlyUnsynced(t *testing.T) {
 		d.Sync()
 		d.CutAfter(4*SectorSize, rand.New(rand.NewSource(seed)))
 		d.WriteAt(bytes.Repeat([]byte{2}, 4*SectorSize), 4*SectorSize) // unsynced, then the cut
-		d.WriteAt([]byte{9}, 0) // the power goes here: nothing more lands
+		d.WriteAt([]byte{9}, 0)                                        // the power goes here: nothing more lands
 		if !bytes.Equal(d.Bytes(0, 4*SectorSize), bytes.Repeat([]byte{1}, 4*SectorSize)) {
 			t.Fatalf("seed %d: synced sectors changed", seed)
 		}
