@@ -88,7 +88,7 @@ type UDPTransport struct {
 	ike, nattc   *net.UDPConn
 	closed       atomic.Bool
 	wg           sync.WaitGroup
-	onESP        func(b []byte, local, remote netip.AddrPort)
+	onESP        atomic.Pointer[func(b []byte, local, remote netip.AddrPort)]
 	handlerSet   atomic.Bool
 	receiveError atomic.Value
 }
@@ -112,8 +112,8 @@ func ListenUDP(local netip.Addr, port, nattPort uint16) (*UDPTransport, error) {
 // Ports returns the bound IKE and NAT-T ports.
 func (t *UDPTransport) Ports() (ike, natt uint16) { return t.port, t.natt }
 
-// OnESP sets the receiver of ESP-in-UDP datagrams (call before Serve).
-func (t *UDPTransport) OnESP(f func(b []byte, local, remote netip.AddrPort)) { t.onESP = f }
+// OnESP sets the receiver of ESP-in-UDP datagrams (nil: drop them).
+func (t *UDPTransport) OnESP(f func(b []byte, local, remote netip.AddrPort)) { t.onESP.Store(&f) }
 
 // Serve starts reading both sockets and hands IKE datagrams to h until Close.
 func (t *UDPTransport) Serve(h PacketHandler) {
@@ -150,8 +150,8 @@ func (t *UDPTransport) read(c *net.UDPConn, local netip.AddrPort, natt bool, h P
 			case n == 1 && b[0] == 0xff:
 				continue // NAT keepalive
 			case n >= 4 && b[0]|b[1]|b[2]|b[3] != 0:
-				if t.onESP != nil {
-					t.onESP(b, local, from)
+				if f := t.onESP.Load(); f != nil && *f != nil {
+					(*f)(b, local, from)
 				}
 				continue
 			}
@@ -178,4 +178,32 @@ func (t *UDPTransport) Close() error {
 	err := errors.Join(t.ike.Close(), t.nattc.Close())
 	t.wg.Wait()
 	return err
+}
+
+// SplitSender joins a Conn to a NAT-T socket owned by someone else (vpn/esp's Mux, which adds
+// the non-ESP marker itself): datagrams from the IKE port go through IKE unchanged; on the
+// NAT-T port, IKE messages go to SendIKE without our marker and NAT keepalives to
+// SendKeepalive.
+type SplitSender struct {
+	IKE           Sender
+	NATTPort      uint16
+	SendIKE       func(msg []byte, remote netip.AddrPort) error
+	SendKeepalive func(remote netip.AddrPort) error
+}
+
+// Send implements Sender.
+func (s SplitSender) Send(b []byte, local, remote netip.AddrPort) error {
+	if local.Port() != s.NATTPort {
+		return s.IKE.Send(b, local, remote)
+	}
+	switch {
+	case len(b) == 1 && b[0] == 0xff:
+		if s.SendKeepalive == nil {
+			return nil
+		}
+		return s.SendKeepalive(remote)
+	case len(b) >= 4 && b[0]|b[1]|b[2]|b[3] == 0:
+		return s.SendIKE(b[4:], remote)
+	}
+	return fmt.Errorf("ike: datagram of %d bytes for the NAT-T port without the non-ESP marker", len(b))
 }

@@ -95,3 +95,29 @@ func TestUDPTransport(t *testing.T) {
 		cancel()
 	}
 }
+
+func TestSplitSender(t *testing.T) {
+	var ike, kas int
+	var natt [][]byte
+	s := SplitSender{
+		IKE:           senderFunc(func(b []byte, l, r netip.AddrPort) error { ike++; return nil }),
+		NATTPort:      4500,
+		SendIKE:       func(m []byte, r netip.AddrPort) error { natt = append(natt, m); return nil },
+		SendKeepalive: func(r netip.AddrPort) error { kas++; return nil },
+	}
+	l500, l4500 := netip.MustParseAddrPort("192.0.2.1:500"), netip.MustParseAddrPort("192.0.2.1:4500")
+	r := netip.MustParseAddrPort("192.0.2.2:4500")
+	_ = s.Send([]byte("ike-on-500"), l500, r)
+	_ = s.Send(append([]byte{0, 0, 0, 0}, "msg"...), l4500, r)
+	_ = s.Send([]byte{0xff}, l4500, r)
+	if err := s.Send([]byte("no marker"), l4500, r); err == nil {
+		t.Errorf("Send(unmarked on 4500) = nil; want an error")
+	}
+	if ike != 1 || kas != 1 || len(natt) != 1 || string(natt[0]) != "msg" {
+		t.Errorf("ike %d, keepalives %d, natt %q; want 1, 1, [msg]", ike, kas, natt)
+	}
+}
+
+type senderFunc func(b []byte, local, remote netip.AddrPort) error
+
+func (f senderFunc) Send(b []byte, local, remote netip.AddrPort) error { return f(b, local, remote) }
