@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"meshroot/radio/chanplan"
 	"meshroot/radio/meshproto"
@@ -259,4 +260,18 @@ func (m *Manager) Current() map[string]chanplan.Spec {
 		out[r.cfg.ID] = r.spec()
 	}
 	return out
+}
+
+// RadarMemory returns when radar was last seen on each 20 MHz channel of a radio (the manager
+// keeps a channel blocked for chanplan.NOP after that, and avoids it for a day).
+func (m *Manager) RadarMemory(radioID string) map[int]time.Time {
+	m.mu.Lock()
+	r := m.radios[radioID]
+	m.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.radar)
 }

@@ -83,6 +83,8 @@ type Config struct {
 	Now func() time.Time
 	// Log receives the service's lines (default discard). No secret ever reaches it.
 	Log *slog.Logger
+	// After names the supervisor services the radio service starts after (Deps).
+	After []string
 }
 
 // Deps are the manager's handles on the system.
@@ -183,6 +185,9 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 
 // Name is the service name for the supervisor.
 func (m *Manager) Name() string { return "radio" }
+
+// Deps names the services that must be up first (Config.After).
+func (m *Manager) Deps() []string { return append([]string(nil), m.cfg.After...) }
 
 // Run connects to every radio's hostapd, then surveys, reports, plans (on the gateway) and
 // applies plans until ctx ends. up is called once every radio is attached.

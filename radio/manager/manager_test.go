@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -208,7 +209,8 @@ func udpConn(t *testing.T, key meshproto.Key, node string) *meshproto.Conn {
 }
 
 func TestSatellitePlannedOverControlPlane(t *testing.T) {
-	key, _ := meshproto.DeriveKey(1, []byte("site key of this test, 32 bytes!"))
+	siteKey := []byte("site key of this test, 32 bytes!")
+	key, _ := meshproto.DeriveKey(1, siteKey)
 	gwConn := udpConn(t, key, "gw")
 	satConn := udpConn(t, key, "sat")
 	gw := newSite(t, "gw", true, []radioSpec{
@@ -246,6 +248,16 @@ func TestSatellitePlannedOverControlPlane(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if after := len(commandsWith(f, "CHAN_SWITCH")); after != before {
 		t.Errorf("forged plan caused a channel switch (%d → %d)", before, after)
+	}
+	// Nothing secret in the logs: neither the site key nor its hex.
+	for _, s := range []*site{gw, sat} {
+		logs := s.logs.String()
+		if logs == "" {
+			t.Errorf("no logs captured")
+		}
+		if strings.Contains(logs, string(siteKey)) || strings.Contains(logs, fmt.Sprintf("%x", siteKey)) {
+			t.Errorf("logs contain the site key:\n%s", logs)
+		}
 	}
 }
 
