@@ -2,12 +2,17 @@ package bgp
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"meshroot/internal/lab"
 	"meshroot/internal/testenv"
@@ -447,4 +452,58 @@ func TestLabBGPPolicyLimitsAndErrors(t *testing.T) {
 		}
 	}
 	_ = a.records()
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// TestLabBGPLogGolden: the BGP log of a session's life against FRR, up → route learned →
+// withdrawn → down (FRR shuts the session), with injected timestamps, against a golden file.
+// FRR is passive so that only our side connects (no collision, one deterministic sequence).
+// Run with -update to rewrite testdata/golden-bgp-log.jsonl.
+func TestLabBGPLogGolden(t *testing.T) {
+	bl := newBGPLab(t, 1)
+	f := bl.frr(t, 0, []string{"10.0.0.0/16"}, func(c *lab.FRRConfig) {
+		c.Neighbors[0].Passive = true
+		c.Neighbors[0].Families = []string{"ipv4"}
+		c.Neighbors[0].SetMED, c.Neighbors[0].MED = true, 100
+	})
+	p := peerV4(0)
+	p.Families = []Family{IPv4}
+	a := startAgent(t, bl.l, bl.site, agentConfig{BGP: Config{ASN: siteASN, Peers: []PeerConfig{p}}, Tunnels: tunnels(1), Restamp: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bl.waitKernel(ctx, t, "10.0.0.0/16", "learned", has("via 169.254.10.1 dev tun1"))
+	if err := f.Configure("router bgp 64512", "address-family ipv4 unicast", "no network 10.0.0.0/16"); err != nil {
+		t.Fatal(err)
+	}
+	bl.waitKernel(ctx, t, "10.0.0.0/16", "withdrawn", none)
+	a.waitRecord(ctx, "WITHDRAWN", func(r *vpnlog.BGPRecord) bool { return r.Status == vpnlog.StatusWithdrawn })
+	if err := f.Configure("router bgp 64512", "neighbor "+ours4(0)+" shutdown"); err != nil {
+		t.Fatal(err)
+	}
+	a.waitRecord(ctx, "down", detailsContain("from Established to Idle"))
+	var got []string
+	for _, l := range a.lines() {
+		got = append(got, l)
+		if strings.Contains(l, "from Established to Idle") {
+			break
+		}
+	}
+	path := filepath.Join("testdata", "golden-bgp-log.jsonl")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(strings.Join(got, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	want := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("BGP log differs from %s (-want +got):\n%s", path, d)
+	}
 }
