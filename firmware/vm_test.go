@@ -77,17 +77,12 @@ func TestVMConsoleShellAndPersistence(t *testing.T) {
 	if err := imagetest.ShellReady(ctx, vm); err != nil {
 		t.Fatal(err)
 	}
-	if err := vm.Send("exit\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitLine(ctx, t, vm, `"msg":"service stopped; restarting after backoff","service":"console"`)
+	shellRun(ctx, t, vm, "exit", `"msg":"service stopped; restarting after backoff","service":"console"`)
 	waitLine(ctx, t, vm, `"msg":"console shell started"`)
 	if err := imagetest.ShellReady(ctx, vm); err != nil {
 		t.Fatalf("after exit: %v", err)
 	}
-	if err := vm.Send("echo PERSIST-OK > /data/marker; sync\n"); err != nil {
-		t.Fatal(err)
-	}
+	shellRun(ctx, t, vm, "echo PERSIST-OK > /data/marker; sync; echo WROTE-$((40+2))", "WROTE-42")
 	imagetest.Poweroff(ctx, t, vm)
 	for _, want := range []string{`"msg":"watchdog disarmed (magic close)"`, `"msg":"data partition unmounted"`} {
 		if !hasLine(vm, want) {
@@ -104,10 +99,7 @@ func TestVMConsoleShellAndPersistence(t *testing.T) {
 	if err := imagetest.ShellReady(ctx, vm2); err != nil {
 		t.Fatal(err)
 	}
-	if err := vm2.Send("cat /data/marker\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitLine(ctx, t, vm2, "PERSIST-OK")
+	shellRun(ctx, t, vm2, "cat /data/marker", "PERSIST-OK")
 	imagetest.Poweroff(ctx, t, vm2)
 	noBadLines(t, vm2)
 }
@@ -127,10 +119,7 @@ func TestVMHaltHandsOverToInit(t *testing.T) {
 	if err := imagetest.ShellReady(ctx, vm); err != nil {
 		t.Fatal(err)
 	}
-	if err := vm.Send("meshd -halt\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitLine(ctx, t, vm, `"msg":"meshd stopped"`)
+	shellRun(ctx, t, vm, "meshd -halt", `"msg":"meshd stopped"`)
 	// init's shell answers on the console; then power off from it (no meshd any more).
 	if err := imagetest.ShellReady(ctx, vm); err != nil {
 		t.Fatalf("init's shell after meshd halted: %v", err)
@@ -146,6 +135,26 @@ func TestVMHaltHandsOverToInit(t *testing.T) {
 	noBadLines(t, vm)
 	if !hasLine(vm, firmware.ReadyMarker) {
 		t.Errorf("no ready line")
+	}
+}
+
+// shellRun types an idempotent command line into the console shell until its output shows
+// want: a line typed while the shell is still busy with the previous one can be lost.
+func shellRun(ctx context.Context, t *testing.T, vm *qemu.VM, cmd, want string) {
+	t.Helper()
+	for {
+		if err := vm.Send("\x15" + cmd + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := vm.WaitFor(wctx, want)
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("typed %q; %q never showed: %v", cmd, want, err)
+		}
 	}
 }
 
