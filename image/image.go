@@ -189,12 +189,30 @@ func ReadManifest(dir string) (Manifest, error) {
 	if err != nil {
 		return Manifest{}, fmt.Errorf("image manifest: %w", err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
+	m, err := ParseManifest(b)
+	if err != nil {
 		return Manifest{}, fmt.Errorf("image manifest %s: %w", dir, err)
 	}
-	if m.Kernel.Name == "" || m.Initramfs.Name == "" || m.Arch == "" {
-		return Manifest{}, fmt.Errorf("image manifest %s: kernel, initramfs and arch are required", dir)
+	return m, nil
+}
+
+// ParseManifest decodes a manifest and checks the fields a booter relies on: the arch, and
+// kernel and initramfs names that stay inside the image directory.
+func ParseManifest(b []byte) (Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Manifest{}, err
+	}
+	if m.Arch != "arm64" && m.Arch != "amd64" {
+		return Manifest{}, fmt.Errorf("arch %q: want arm64 or amd64", m.Arch)
+	}
+	for field, name := range map[string]string{"kernel": m.Kernel.Name, "initramfs": m.Initramfs.Name} {
+		if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
+			return Manifest{}, fmt.Errorf("%s name %q: want a file name in the image directory", field, name)
+		}
+	}
+	if _, err := ParseCompression(string(m.Compression)); err != nil || m.Compression == "" {
+		return Manifest{}, fmt.Errorf("compression %q: want %q or %q", m.Compression, Zstd, XZ)
 	}
 	return m, nil
 }
@@ -435,6 +453,15 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 	}
 	if m.SlotSize > 0 {
 		m.SlotFree = m.SlotSize - kern.Size - initrd.Size
+	}
+	// No manifest while the files change: a directory with a manifest is a complete image.
+	if err := os.Remove(filepath.Join(o.OutDir, ManifestName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Manifest{}, fmt.Errorf("image: %w", err)
+	}
+	if stale, _ := filepath.Glob(filepath.Join(o.OutDir, "initramfs.cpio.*")); len(stale) > 0 {
+		for _, p := range stale {
+			os.Remove(p)
+		}
 	}
 	for _, n := range []string{initrdName, KernelName} {
 		if err := os.Rename(filepath.Join(stage, n), filepath.Join(o.OutDir, n)); err != nil {

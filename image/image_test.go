@@ -139,7 +139,10 @@ func TestReadManifest(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ReadManifest mismatch (-want +got):\n%s", diff)
 	}
-	for _, bad := range []string{"{", `{"arch":"arm64"}`} {
+	for _, bad := range []string{"{", `{"arch":"arm64"}`,
+		`{"arch":"arm64","kernel":{"name":"../../etc/passwd"},"initramfs":{"name":"i"},"compression":"zstd"}`,
+		`{"arch":"arm64","kernel":{"name":"k"},"initramfs":{"name":"i"},"compression":"lz4"}`,
+		`{"arch":"mips","kernel":{"name":"k"},"initramfs":{"name":"i"},"compression":"zstd"}`} {
 		if err := os.WriteFile(filepath.Join(dir, ManifestName), []byte(bad), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -214,4 +217,20 @@ func TestGitVersion(t *testing.T) {
 			t.Errorf("GitVersion(repository) = %q; want git describe output", got)
 		}
 	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(`{"board":"qemu-virt-arm64","arch":"arm64","kernel":{"name":"vmlinuz","size":1,"sha256":"ab"},"initramfs":{"name":"initramfs.cpio.zst"},"compression":"zstd"}`))
+	f.Add([]byte(`{"arch":"amd64","kernel":{"name":".."}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseManifest(b)
+		if err != nil {
+			return
+		}
+		for _, n := range []string{m.Kernel.Name, m.Initramfs.Name} {
+			if n == "" || strings.ContainsRune(n, '/') || n == ".." {
+				t.Fatalf("ParseManifest(%q) accepted file name %q", b, n)
+			}
+		}
+	})
 }

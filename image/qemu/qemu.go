@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -262,7 +263,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	vm.cmd = cmd
 	vm.start = time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := startOnLockedThread(cmd); err != nil {
 		vm.cleanup()
 		return nil, fmt.Errorf("qemu: start %s: %w", path, err)
 	}
@@ -294,6 +295,29 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		}
 	}()
 	return vm, nil
+}
+
+// starter is a goroutine locked to an OS thread that never exits. QEMU is forked from it because
+// Pdeathsig is delivered when the forking *thread* exits, not the process: forked from a thread
+// that a LockOSThread user (a namespace helper) lets die, QEMU would be killed mid-test.
+var starter struct {
+	once sync.Once
+	reqs chan func()
+}
+
+func startOnLockedThread(cmd *exec.Cmd) error {
+	starter.once.Do(func() {
+		starter.reqs = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for f := range starter.reqs {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	starter.reqs <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 func (vm *VM) cleanup() {
