@@ -277,8 +277,21 @@ func newModel(in Input) (*model, error) {
 		if r.Load < 0 || r.Load > 1 || math.IsNaN(r.Load) {
 			return nil, fmt.Errorf("chanplan: radio %s: load %v out of 0..1", r.ID, r.Load)
 		}
-		if r.Weight < 0 || math.IsNaN(r.Weight) {
+		if r.Weight < 0 || math.IsNaN(r.Weight) || math.IsInf(r.Weight, 0) {
 			return nil, fmt.Errorf("chanplan: radio %s: weight %v", r.ID, r.Weight)
+		}
+		for j, nb := range r.Neighbors {
+			if err := checkNeighbor(nb, r.Band); err != nil {
+				return nil, fmt.Errorf("chanplan: radio %s: neighbors[%d]: %w", r.ID, j, err)
+			}
+		}
+		for j, sp := range r.Survey {
+			if math.IsNaN(sp.Busy) || sp.Busy < 0 || sp.Busy > 1 {
+				return nil, fmt.Errorf("chanplan: radio %s: survey[%d]: busy %v out of 0..1", r.ID, j, sp.Busy)
+			}
+		}
+		if !r.Current.IsZero() && (r.Current.Validate() != nil || r.Current.Band() != r.Band) {
+			return nil, fmt.Errorf("chanplan: radio %s: current %v is not a %s channel", r.ID, r.Current, r.Band)
 		}
 		m.index[r.ID] = i
 	}
@@ -297,6 +310,9 @@ func newModel(in Input) (*model, error) {
 	type pair struct{ a, b int }
 	sig := map[pair]float64{}
 	for _, l := range in.Links {
+		if math.IsNaN(l.SignalDBm) || math.IsInf(l.SignalDBm, 0) {
+			return nil, fmt.Errorf("chanplan: link %s-%s: signal %v", l.A, l.B, l.SignalDBm)
+		}
 		a, okA := m.index[l.A]
 		b, okB := m.index[l.B]
 		if !okA || !okB || a == b {
@@ -419,4 +435,78 @@ func (m *model) evaluate(a Assignment) (Cost, error) {
 		c.Total += m.weight[i] * (interf + pen)
 	}
 	return c, nil
+}
+
+func checkNeighbor(nb Neighbor, band Band) error {
+	if err := nb.Spec.Validate(); err != nil {
+		return err
+	}
+	if nb.Spec.Band() != band {
+		return fmt.Errorf("%v not in %s", nb.Spec, band)
+	}
+	if math.IsNaN(nb.SignalDBm) || nb.SignalDBm < -150 || nb.SignalDBm > 30 {
+		return fmt.Errorf("signal %v dBm out of −150..30", nb.SignalDBm)
+	}
+	if math.IsNaN(nb.Load) || nb.Load < 0 || nb.Load > 1 {
+		return fmt.Errorf("load %v out of 0..1", nb.Load)
+	}
+	return nil
+}
+
+// Sanitize makes a radio report from the network safe for the planner: it drops the neighbours
+// and survey points that are malformed (returned as problems, for the log) and fails only when
+// the radio itself cannot be planned (id, band, widths, load, weight, current channel).
+func Sanitize(r Radio) (Radio, []string, error) {
+	var problems []string
+	if r.ID == "" || len(r.ID) > 128 {
+		return r, nil, fmt.Errorf("radio id %q", r.ID)
+	}
+	switch r.Band {
+	case Band2G4, Band5G, Band6G:
+	default:
+		return r, nil, fmt.Errorf("radio %s: band %q", r.ID, r.Band)
+	}
+	if r.MaxWidth != 20 && r.MaxWidth != 40 && r.MaxWidth != 80 && r.MaxWidth != 160 {
+		return r, nil, fmt.Errorf("radio %s: max_width %d", r.ID, r.MaxWidth)
+	}
+	if r.MinWidth != 0 && (r.MinWidth > r.MaxWidth || r.MinWidth%20 != 0 || r.MinWidth < 0) {
+		return r, nil, fmt.Errorf("radio %s: min_width %d", r.ID, r.MinWidth)
+	}
+	if math.IsNaN(r.Load) || r.Load < 0 || r.Load > 1 {
+		return r, nil, fmt.Errorf("radio %s: load %v", r.ID, r.Load)
+	}
+	if math.IsNaN(r.Weight) || math.IsInf(r.Weight, 0) || r.Weight < 0 || r.Weight > 1000 {
+		return r, nil, fmt.Errorf("radio %s: weight %v", r.ID, r.Weight)
+	}
+	if !r.Current.IsZero() && (r.Current.Validate() != nil || r.Current.Band() != r.Band) {
+		return r, nil, fmt.Errorf("radio %s: current %v", r.ID, r.Current)
+	}
+	var nbs []Neighbor
+	for i, nb := range r.Neighbors {
+		if err := checkNeighbor(nb, r.Band); err != nil {
+			problems = append(problems, fmt.Sprintf("neighbors[%d]: %v", i, err))
+			continue
+		}
+		nbs = append(nbs, nb)
+	}
+	r.Neighbors = nbs
+	var sps []SurveyPoint
+	for i, sp := range r.Survey {
+		if math.IsNaN(sp.Busy) || sp.Busy < 0 || sp.Busy > 1 || BandOf(sp.Freq) != r.Band {
+			problems = append(problems, fmt.Sprintf("survey[%d]: freq %d busy %v", i, sp.Freq, sp.Busy))
+			continue
+		}
+		sps = append(sps, sp)
+	}
+	r.Survey = sps
+	chans := map[int]ChannelState{}
+	for f, st := range r.Channels {
+		if BandOf(f) != r.Band || st.Freq != f {
+			problems = append(problems, fmt.Sprintf("channels[%d]: not a %s channel", f, r.Band))
+			continue
+		}
+		chans[f] = st
+	}
+	r.Channels = chans
+	return r, problems, nil
 }

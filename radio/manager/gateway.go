@@ -83,7 +83,14 @@ func (g *gateway) ingest(rep meshproto.RadioReport, from net.Addr) {
 		g.own[b] = id
 	}
 	for _, rs := range rep.Radios {
-		r := rs.Radio
+		r, problems, err := chanplan.Sanitize(rs.Radio)
+		if err != nil {
+			g.m.log.Warn("radio report refused", "node", rep.Node, "err", err)
+			continue
+		}
+		if len(problems) > 0 {
+			g.m.log.Warn("radio report cleaned", "node", rep.Node, "radio", r.ID, "dropped", len(problems), "first", problems[0])
+		}
 		if r.Node != rep.Node {
 			continue // a node reports only its own radios
 		}

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -329,4 +330,30 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("New(%+v) = %v; want an error naming %q", tc.cfg, err, tc.want)
 		}
 	}
+}
+
+// FuzzGatewayReport feeds arbitrary report bodies (as an authenticated but buggy or hostile node
+// could send) through the gateway: decode, sanitize, smooth, plan. Nothing may panic, and a
+// planning round must not fail because of one bad report.
+func FuzzGatewayReport(f *testing.F) {
+	f.Add([]byte(`{"node":"sat","at":"2026-03-01T12:00:00Z","radios":[{"radio":{"id":"sat/phy1","node":"sat","band":"5GHz","max_width":80,"channels":{"5180":{"freq":5180},"5745":{"freq":5745}},"current":{"freq":5180,"width":20,"center1":5180},"load":0.3,"neighbors":[{"bssid":"x","spec":{"freq":5180,"width":20,"center1":5180},"signal_dbm":-50,"load":0.9}],"survey":[{"freq":5180,"busy":0.7}]},"bssids":["02:00:00:00:00:01"]}]}`))
+	f.Add([]byte(`{"node":"sat","radios":[{"radio":{"id":"sat/r","node":"sat","band":"5GHz","max_width":80,"load":1e308,"neighbors":[{"spec":{"freq":5181,"width":80,"center1":1},"signal_dbm":1e400}]}}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m := &Manager{cfg: Config{Node: "gw", Gateway: true}.withDefaults(), radios: map[string]*radio{}}
+		m.log = m.cfg.Log
+		g := newGateway(m)
+		m.gw = g
+		var rep meshproto.RadioReport
+		msg := meshproto.Message{Type: meshproto.TypeRadioReport, Sender: "sat", Payload: body}
+		if err := msg.Decode(&rep); err != nil {
+			return
+		}
+		g.ingest(rep, nil)
+		g.mu.Lock()
+		in := g.input()
+		g.mu.Unlock()
+		if _, err := (chanplan.Policy{}).Decide(in, chanplan.History{}); err != nil && !errors.Is(err, chanplan.ErrNoChannel) {
+			t.Fatalf("Decide() after a sanitized report = %v", err)
+		}
+	})
 }

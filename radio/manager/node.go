@@ -32,8 +32,11 @@ type radio struct {
 	// switching is closed when the switch in progress ends (nil: none).
 	switching chan struct{}
 	switchTo  chanplan.Spec
-	// hostapdCSA is signalled when hostapd announces its own channel switch.
+	// hostapdCSA is signalled when hostapd announces a channel switch; csaTo is the target of
+	// a switch hostapd announced and has not finished (hostapd's own, after radar, or ours).
 	hostapdCSA chan chanplan.Spec
+	csaTo      chanplan.Spec
+	csaAt      time.Time
 	// last report of the radio (for the local radar fallback).
 	last chanplan.Radio
 }
@@ -95,6 +98,28 @@ func (r *radio) spec() chanplan.Spec {
 	return r.current
 }
 
+// csaStale is how long an announced switch counts as in progress without hostapd reporting
+// its end (a CSA lasts count × beacon interval, 1-2 s; a failed one never ends).
+const csaStale = 30 * time.Second
+
+// pendingLocked returns the target of a switch hostapd announced and has not finished.
+func (r *radio) pendingLocked() chanplan.Spec {
+	if r.csaTo.IsZero() || time.Since(r.csaAt) > csaStale {
+		return chanplan.Spec{}
+	}
+	return r.csaTo
+}
+
+// effective is where the radio is or is being moved by a switch hostapd announced.
+func (r *radio) effective() chanplan.Spec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pendingLocked(); !p.IsZero() {
+		return p
+	}
+	return r.current
+}
+
 // watch handles one radio's hostapd events.
 func (m *Manager) watch(ctx context.Context, r *radio) {
 	log := m.log.With("radio", r.cfg.ID)
@@ -110,6 +135,9 @@ func (m *Manager) watch(ctx context.Context, r *radio) {
 			case hostapd.EventChannelSwitchStarted:
 				if cs, ok := ev.ChannelSwitch(); ok {
 					if s, err := specFromSwitch(cs); err == nil {
+						r.mu.Lock()
+						r.csaTo, r.csaAt = s, time.Now()
+						r.mu.Unlock()
 						select {
 						case r.hostapdCSA <- s:
 						default:
@@ -121,6 +149,9 @@ func (m *Manager) watch(ctx context.Context, r *radio) {
 					log.Warn("status after event", "event", ev.Name, "err", err)
 				}
 				r.mu.Lock()
+				if ev.Name != hostapd.EventReattached {
+					r.csaTo = chanplan.Spec{}
+				}
 				if r.switching != nil && r.current == r.switchTo {
 					close(r.switching)
 					r.switching = nil
@@ -221,7 +252,7 @@ func (m *Manager) channelStates(r *radio, phys []nl80211.PHY, now time.Time) map
 func (m *Manager) measure(ctx context.Context, r *radio, phys []nl80211.PHY, scan bool) chanplan.Radio {
 	now := m.cfg.Now()
 	log := m.log.With("radio", r.cfg.ID)
-	cur := r.spec()
+	cur := r.effective()
 	out := chanplan.Radio{ID: r.cfg.ID, Node: m.cfg.Node, Band: r.cfg.Band, MaxWidth: r.cfg.MaxWidth, MinWidth: r.cfg.MinWidth,
 		DFS: r.cfg.DFS, Weight: r.cfg.Weight, Group: r.cfg.Group, Current: cur, Channels: m.channelStates(r, phys, now)}
 	if surveys, err := m.deps.NL.Survey(r.cfg.Iface); err != nil {
@@ -327,11 +358,12 @@ var ErrSwitchTimeout = errors.New("channel switch did not complete")
 // switchChannel moves a radio with a CSA and waits until hostapd reports the new channel.
 func (m *Manager) switchChannel(ctx context.Context, r *radio, to chanplan.Spec, radar bool) error {
 	r.mu.Lock()
-	if r.current == to {
+	pending := r.pendingLocked()
+	if r.current == to || (r.switching == nil && pending == to) {
 		r.mu.Unlock()
 		return nil
 	}
-	if r.switching != nil {
+	if r.switching != nil || !pending.IsZero() {
 		r.mu.Unlock()
 		return fmt.Errorf("radio %s: a channel switch is in progress", r.cfg.ID)
 	}
