@@ -27,6 +27,7 @@ const (
 	itemPrefixWarning                      // count crossed the warning share (gobgp's log)
 	itemPrefixExceeded                     // prefix limit exceeded (gobgp's log)
 	itemLocalDown                          // PeerDown withdrew a peer's paths
+	itemBarrier                            // closes barrier once everything before it is handled
 )
 
 // item is one thing that happened, queued in the order the sources report it. gobgp's watches
@@ -55,6 +56,8 @@ type item struct {
 	// itemLocalDown
 	reason     string
 	localPaths []Path
+	// itemBarrier
+	barrier chan struct{}
 }
 
 type queue struct {
@@ -296,9 +299,14 @@ func (b routeBatch) set(src route.Source, p Path) {
 
 func (s *Speaker) handle(items []item) {
 	var events []Event
+	var barriers []chan struct{}
 	batch := routeBatch{}
 	s.mu.Lock()
 	for _, it := range items {
+		if it.kind == itemBarrier {
+			barriers = append(barriers, it.barrier)
+			continue
+		}
 		p := s.peers[it.peer]
 		if p == nil {
 			continue // deleted meanwhile
@@ -339,6 +347,9 @@ func (s *Speaker) handle(items []item) {
 		for _, e := range events {
 			s.opts.OnEvent(e)
 		}
+	}
+	for _, b := range barriers {
+		close(b)
 	}
 }
 
