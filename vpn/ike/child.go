@@ -445,3 +445,54 @@ func nonceCmp(a, b []byte) int {
 	n := min(len(a), len(b))
 	return bytes.Compare(a[:n], b[:n])
 }
+
+// dedupeChildren keeps one CHILD SA pair per tunnel (AWS: "one unique SA pair per tunnel").
+// Independent creations can race (both sides re-creating after a hard expiry, or a create
+// meeting a CHILD_SA_NOT_FOUND recovery) and leave two; as for rekey collisions (RFC 7296
+// §2.8.1), the one created with the lowest nonce is deleted by the side that created it.
+// Children still tied to a live predecessor are a rekey in progress and are left to the
+// collision logic.
+func (c *Conn) dedupeChildren() {
+	var cands []*childSA
+	for _, ch := range c.children {
+		if ch.redundant || (ch.state != childInstalled && ch.state != childRekeying) || ch.ike == nil {
+			continue
+		}
+		if p := ch.predecessor; p != nil && p.state != childDeleted {
+			continue
+		}
+		cands = append(cands, ch)
+	}
+	if len(cands) < 2 {
+		return
+	}
+	survivor := cands[0]
+	for _, ch := range cands[1:] {
+		if nonceCmp(lowerNonce(ch.ni, ch.nr), lowerNonce(survivor.ni, survivor.nr)) > 0 {
+			survivor = ch
+		}
+	}
+	c.counters.Collisions++
+	for _, ch := range cands {
+		if ch == survivor {
+			continue
+		}
+		ch.redundant = true
+		if ch.outbound {
+			c.setOutbound(survivor)
+			c.emitRekeyed(ch, survivor)
+		}
+		if ch.initiator {
+			ch.ike.logger().Info("duplicate CHILD_SA: deleting the one we created with the lower nonce", "spi_in", fmt.Sprintf("%08x", ch.spiIn), "survivor_spi_in", fmt.Sprintf("%08x", survivor.spiIn))
+			if ch.state == childInstalled {
+				c.queueChildDelete(ch.ike, ch, "duplicate")
+			}
+		} else {
+			ch.ike.logger().Info("duplicate CHILD_SA: the peer deletes the one it created with the lower nonce", "spi_in", fmt.Sprintf("%08x", ch.spiIn), "survivor_spi_in", fmt.Sprintf("%08x", survivor.spiIn))
+			c.expectPeerDelete(ch)
+		}
+	}
+	if c.activeChild() == nil {
+		c.setOutbound(survivor)
+	}
+}

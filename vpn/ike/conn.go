@@ -294,6 +294,7 @@ func (c *Conn) HandlePacket(b []byte, local, remote netip.AddrPort) {
 		return
 	}
 	c.handleMessage(msg, local, remote)
+	c.dedupeChildren()
 }
 
 // HandleIKE processes one IKE message that a demultiplexer already took off the NAT-T port
@@ -305,6 +306,7 @@ func (c *Conn) HandleIKE(b []byte, local, remote netip.AddrPort) {
 		return
 	}
 	c.handleMessage(b, local, remote)
+	c.dedupeChildren()
 }
 
 // unframe strips the non-ESP marker on the NAT-T port (RFC 3948 §2.2). It is the one place that
@@ -466,6 +468,7 @@ func (c *Conn) after(d time.Duration, f func()) Timer {
 			return
 		}
 		f()
+		c.dedupeChildren()
 	})
 }
 

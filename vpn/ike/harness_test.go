@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -186,6 +187,15 @@ func (n *fakeNet) run(d time.Duration, cond func() bool) bool {
 			return cond != nil && cond()
 		}
 		t.f()
+		// timers due at the same instant fire before any datagram moves: simultaneous events
+		// (both sides' rekey timers) really are simultaneous
+		for {
+			u := n.clock.next(t.at)
+			if u == nil {
+				break
+			}
+			u.f()
+		}
 	}
 }
 
@@ -353,8 +363,15 @@ func baseConfig(local, remote netip.Addr) Config {
 // newPair builds two connected Conns; mod adjusts each config before creation.
 func newPair(t *testing.T, modA, modB func(*Config)) *pair {
 	t.Helper()
+	return newPairRand(t, modA, modB, nil, nil)
+}
+
+// newPairRand is newPair with given random sources (nil: crypto/rand), for reproducible runs.
+func newPairRand(t *testing.T, modA, modB func(*Config), randA, randB io.Reader) *pair {
+	t.Helper()
 	p := &pair{t: t, clock: newFakeClock()}
 	p.net = newFakeNet(p.clock)
+	rnd := map[netip.Addr]io.Reader{addrA: randA, addrB: randB}
 	mk := func(local, remote netip.Addr, mod func(*Config)) *end {
 		cfg := baseConfig(local, remote)
 		if mod != nil {
@@ -362,7 +379,7 @@ func newPair(t *testing.T, modA, modB func(*Config)) *pair {
 		}
 		e := &end{dp: newFakeDP(), logs: &logBuf{}}
 		c, err := NewConn(cfg, Options{
-			Sender: netSender{p.net}, DataPlane: e.dp, Clock: p.clock,
+			Sender: netSender{p.net}, DataPlane: e.dp, Clock: p.clock, Rand: rnd[local],
 			Logger:  slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			OnEvent: func(ev Event) { e.evMu.Lock(); e.evs = append(e.evs, ev); e.evMu.Unlock() },
 		})
