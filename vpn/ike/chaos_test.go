@@ -2,8 +2,8 @@ package ike
 
 import (
 	"fmt"
-	"os"
 	"math/rand"
+	"os"
 	"testing"
 	"time"
 )
