@@ -24,8 +24,9 @@
 //     included, deterministically).
 //
 // UDPTransport is a plain transport (sockets on the IKE and NAT-T ports of one address) for
-// tests, interop and the first tunnel layer; the ESP engineer's NAT-T socket will later hand
-// marker-0 datagrams to HandlePacket.
+// tests, interop and the first tunnel layer. When vpn/esp owns the NAT-T socket, its Mux hands
+// IKE messages with the marker already stripped to Conn.HandleIKE (or Mux.HandleIKE), and
+// SplitSender routes our NAT-T sends to its SendIKE/SendKeepalive (which add the marker).
 //
 // # Protocol coverage
 //
@@ -51,7 +52,8 @@
 // nonce rule of RFC 7296 §2.8.1 exactly as strongSwan 5.9 applies it (the lower of each
 // exchange's two nonces, compared over the shorter length; the side whose exchange holds the
 // lowest nonce deletes its redundant SA, the other side deletes the old one), including the
-// case where only one side saw the collision. A rekey request for an SA being deleted gets
+// case where only one side saw the collision. Independent CHILD SA creations that race (both
+// sides re-creating after a hard expiry) are reduced to one pair by the same nonce rule. A rekey request for an SA being deleted gets
 // TEMPORARY_FAILURE, for an unknown SA CHILD_SA_NOT_FOUND; a CHILD rekey during an IKE rekey
 // gets TEMPORARY_FAILURE and vice versa (strongSwan's rules). Lifetimes follow AWS: rekey at
 // lifetime - margin - random(fuzz% of margin).
