@@ -23,9 +23,12 @@
 //     is X, expected Y", maximum-prefix warning and exceeded, End-of-RIB, and per route
 //     ADVERTISED/UPDATED/WITHDRAWN with "DENIED due to: ..." when refused).
 //   - Fast failover: PeerDown(tunnel, reason) withdraws the tunnel's paths from the route sink
-//     before it returns and disables its sessions, long before a hold timer would; PeerUp brings
-//     them back. Update applies a new Config without a restart (prefixes, peers, policy); a new
-//     local ASN or router ID needs a new Speaker (ErrRestartRequired).
+//     before it returns, long before a hold timer would, and keeps them out until PeerUp. The
+//     session is left alone: when the tunnel is back within the hold time, PeerUp puts the paths
+//     the session still holds back in one batch, with no re-establishment (and no wait for the
+//     concentrator's side of a dead session to time out); otherwise the hold timer ends it.
+//     Update applies a new Config without a restart (prefixes, peers, policy); a new local ASN or
+//     router ID needs a new Speaker (ErrRestartRequired).
 //
 // # How events are gathered
 //

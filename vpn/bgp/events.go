@@ -27,6 +27,7 @@ const (
 	itemPrefixWarning                      // count crossed the warning share (gobgp's log)
 	itemPrefixExceeded                     // prefix limit exceeded (gobgp's log)
 	itemLocalDown                          // PeerDown withdrew a peer's paths
+	itemLocalUp                            // PeerUp restored them
 	itemBarrier                            // closes barrier once everything before it is handled
 )
 
@@ -339,6 +340,11 @@ func (s *Speaker) handle(items []item) {
 			if len(it.localPaths) > 0 {
 				events = append(events, Event{Type: EventPaths, Time: it.at, Tunnel: p.cfg.Tunnel, Peer: p.cfg.Address, Paths: it.localPaths})
 			}
+		case itemLocalUp:
+			s.bgpLog(p, it.at, vpnlog.StatusUp, textLocalUp(s.side, p.cfg.Address, len(it.localPaths)))
+			if len(it.localPaths) > 0 {
+				events = append(events, Event{Type: EventPaths, Time: it.at, Tunnel: p.cfg.Tunnel, Peer: p.cfg.Address, Paths: it.localPaths})
+			}
 		}
 	}
 	s.flushRoutes(batch)
@@ -459,12 +465,9 @@ func (s *Speaker) handleReceived(p *peer, it item) {
 	}
 }
 
-// handleAccepted feeds what import policy accepted to the route sink (unless PeerDown is in
-// force), refusing non-connected next hops as the concentrator does.
+// handleAccepted keeps what import policy accepted and feeds it to the route sink (unless
+// PeerDown is in force), refusing non-connected next hops as the concentrator does.
 func (s *Speaker) handleAccepted(p *peer, it item, batch routeBatch, events []Event) []Event {
-	if p.suppressed {
-		return events
-	}
 	src := route.Source{Tunnel: p.cfg.Tunnel, Peer: p.cfg.Address}
 	var changed []Path
 	for _, ap := range it.paths {
@@ -487,6 +490,9 @@ func (s *Speaker) handleAccepted(p *peer, it item, batch routeBatch, events []Ev
 				continue // unchanged
 			}
 			p.accepted[path.Prefix] = path
+		}
+		if p.suppressed {
+			continue // kept for PeerUp, not passed on
 		}
 		batch.set(src, path)
 		changed = append(changed, path)

@@ -347,15 +347,22 @@ func TestLabBGPECMPActiveStandbyAndLocalWithdraw(t *testing.T) {
 		t.Errorf("events for %s: learned 10.0.0.0/16 (MED 100, AS path 64512) %v, then withdrawn %v; want both", theirs4(0), learned, withdrawn)
 	}
 
-	// The tunnel comes back: tunnel 1 is the active one again.
+	// The tunnel comes back within the hold time: the same session carries on, the routes come
+	// back from what it holds, no new session (FRR counts its connections).
 	if err := bl.aws[0].Impair("out0", lab.Impairment{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := frrs[0].Vtysh("clear bgp " + ours4(0)); err != nil { // FRR still holds the dead session
 		t.Fatal(err)
 	}
 	a.must(agentRequest{Op: "up", Tunnel: "t1"})
 	bl.waitKernel(ctx, t, "10.0.0.0/16", "tunnel 1 again", func(s string) bool { return has("via 169.254.10.1 dev tun1")(s) && !strings.Contains(s, "tun2") })
+	bl.waitKernel(ctx, t, "2001:db8:a::/48", "tunnel 1 again", func(s string) bool { return has("via fd00:10::1 dev tun1")(s) && !strings.Contains(s, "tun2") })
+	n, err := frrs[0].Neighbor(ours4(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.State != "Established" || n.ConnectionsEstab != 1 {
+		t.Errorf("FRR 1 after PeerUp: %s, %d connections established; want the first session still Established", n.State, n.ConnectionsEstab)
+	}
+	a.waitRecord(ctx, "restored", detailsContain("restored the routes of neighbor 169.254.10.1: 2 prefixes"))
 }
 
 func TestLabBGPPolicyLimitsAndErrors(t *testing.T) {

@@ -131,7 +131,7 @@ type peer struct {
 	idx        int
 	state      State
 	prefixHit  bool
-	suppressed bool // PeerDown in force: nothing reaches the route sink
+	suppressed bool // PeerDown in force: accepted paths are kept but not passed to the route sink
 	lastReason string
 	accepted   map[netip.Prefix]Path
 	received   map[netip.Prefix]vpnlog.Route // what the peer sent (pre-policy), for the log
@@ -318,7 +318,7 @@ func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 	s.gl.forget(addr)
 	s.mu.Lock()
 	if p := s.peers[addr]; p != nil {
-		s.withdrawAllLocked(p)
+		s.withdrawAllLocked(p, true)
 		if p.restart != nil {
 			p.restart.Stop()
 		}
@@ -331,8 +331,9 @@ func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 	return nil
 }
 
-// withdrawAllLocked takes everything the peer offered out of the route sink at once.
-func (s *Speaker) withdrawAllLocked(p *peer) []Path {
+// withdrawAllLocked takes everything the peer offered out of the route sink at once; forget
+// also drops it from the speaker's copy (the session is gone), otherwise it stays for PeerUp.
+func (s *Speaker) withdrawAllLocked(p *peer, forget bool) []Path {
 	if len(p.accepted) == 0 {
 		return nil
 	}
@@ -344,8 +345,10 @@ func (s *Speaker) withdrawAllLocked(p *peer) []Path {
 	}
 	slices.SortFunc(wd, comparePrefix)
 	slices.SortFunc(paths, func(a, b Path) int { return comparePrefix(a.Prefix, b.Prefix) })
-	p.accepted = map[netip.Prefix]Path{}
-	if s.opts.Routes != nil {
+	if forget {
+		p.accepted = map[netip.Prefix]Path{}
+	}
+	if s.opts.Routes != nil && !(p.suppressed && forget) {
 		if err := s.opts.Routes.Update(route.Source{Tunnel: p.cfg.Tunnel, Peer: p.cfg.Address}, nil, wd); err != nil {
 			s.log.Warn("bgp: route sink: withdraw", "peer", p.cfg.Address, "err", err)
 		}
@@ -353,71 +356,88 @@ func (s *Speaker) withdrawAllLocked(p *peer) []Path {
 	return paths
 }
 
-// PeerDown takes a tunnel's sessions down now: their accepted paths leave the route sink
-// before PeerDown returns (a local withdraw, no waiting for the hold timer), the sessions are
-// disabled (Cease 6/2 with reason as the shutdown communication), and nothing they learn
-// reaches the route sink until PeerUp. The tunnel layer calls it when the data plane dies.
+// PeerDown withdraws a tunnel's routes locally, now: every path its sessions accepted leaves
+// the route sink before PeerDown returns, and nothing they learn reaches it until PeerUp. The
+// tunnel layer calls it when the data plane dies, long before BGP's hold timer would notice.
+// The sessions themselves are left alone: if the tunnel is back before the hold timer expires,
+// PeerUp restores the routes from what the session still holds, with no new session and no
+// wait for the concentrator to notice; if not, the hold timer ends the session as usual.
 func (s *Speaker) PeerDown(tunnel, reason string) error {
 	s.admin.Lock()
 	defer s.admin.Unlock()
-	var addrs []netip.Addr
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return errors.New("bgp: speaker closed")
 	}
+	found := false
 	for addr, p := range s.peers {
 		if p.cfg.Tunnel != tunnel {
 			continue
 		}
-		addrs = append(addrs, addr)
+		found = true
 		if p.suppressed {
 			continue
 		}
+		paths := s.withdrawAllLocked(p, false)
 		p.suppressed = true
-		paths := s.withdrawAllLocked(p)
 		s.q.push(item{kind: itemLocalDown, at: s.now(), peer: addr, reason: reason, localPaths: paths})
 	}
-	s.mu.Unlock()
-	if len(addrs) == 0 {
+	if !found {
 		return fmt.Errorf("bgp: PeerDown: no session on tunnel %q", tunnel)
 	}
-	var errs []error
-	for _, a := range addrs {
-		if err := s.srv.DisablePeer(context.Background(), &api.DisablePeerRequest{Address: a.String(), Communication: reason}); err != nil {
-			errs = append(errs, fmt.Errorf("bgp: disable %s: %w", a, err))
-		}
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// PeerUp lets a tunnel's sessions come back after PeerDown (or a prefix-limit stop).
+// PeerUp ends PeerDown for a tunnel: what its sessions hold goes back into the route sink in
+// one batch, and a session stopped by the prefix limit is started again.
 func (s *Speaker) PeerUp(tunnel string) error {
 	s.admin.Lock()
 	defer s.admin.Unlock()
-	var addrs []netip.Addr
+	var restart []netip.Addr
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return errors.New("bgp: speaker closed")
 	}
+	found := false
 	for addr, p := range s.peers {
-		if p.cfg.Tunnel == tunnel {
-			addrs = append(addrs, addr)
-			p.suppressed = false
+		if p.cfg.Tunnel != tunnel {
+			continue
+		}
+		found = true
+		if p.prefixHit {
+			restart = append(restart, addr)
 			p.prefixHit = false
 			if p.restart != nil {
 				p.restart.Stop()
 				p.restart = nil
 			}
 		}
+		if !p.suppressed {
+			continue
+		}
+		p.suppressed = false
+		var paths []Path
+		var rps []route.Path
+		for _, path := range p.accepted {
+			paths = append(paths, path)
+			rps = append(rps, path.Route())
+		}
+		slices.SortFunc(paths, func(a, b Path) int { return comparePrefix(a.Prefix, b.Prefix) })
+		if s.opts.Routes != nil && len(rps) > 0 {
+			if err := s.opts.Routes.Update(route.Source{Tunnel: p.cfg.Tunnel, Peer: p.cfg.Address}, rps, nil); err != nil {
+				s.log.Warn("bgp: route sink: restore", "peer", addr, "err", err)
+			}
+		}
+		s.q.push(item{kind: itemLocalUp, at: s.now(), peer: addr, localPaths: paths})
 	}
 	s.mu.Unlock()
-	if len(addrs) == 0 {
+	if !found {
 		return fmt.Errorf("bgp: PeerUp: no session on tunnel %q", tunnel)
 	}
 	var errs []error
-	for _, a := range addrs {
+	for _, a := range restart {
 		if err := s.srv.EnablePeer(context.Background(), &api.EnablePeerRequest{Address: a.String()}); err != nil {
 			errs = append(errs, fmt.Errorf("bgp: enable %s: %w", a, err))
 		}
@@ -582,7 +602,7 @@ func (s *Speaker) Close() error {
 	<-s.done
 	s.mu.Lock()
 	for _, p := range s.peers {
-		s.withdrawAllLocked(p)
+		s.withdrawAllLocked(p, true)
 	}
 	s.mu.Unlock()
 	if err != nil {

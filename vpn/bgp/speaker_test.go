@@ -344,7 +344,7 @@ func TestSpeakerPipeline(t *testing.T) {
 	if d := cmp.Diff(sinkCall{Src: src, Withdrawn: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16"), netip.MustParsePrefix("2001:db8:a::/48")}}, last, netipCmp, cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("sink call made by PeerDown (-want +got):\n%s", d)
 	}
-	// While down, what the session still reports does not reach the sink.
+	// While down, what the session still reports does not reach the sink, but is kept.
 	s.push(item{kind: itemAccepted, peer: src.Peer, paths: []*api.Path{apiPathFor(t, "10.1.0.0/16", "127.0.0.2", []uint32{64512}, 0, false, peer)}})
 	settle(s)
 	if n := len(sink.get()); n != len(calls) {
@@ -353,20 +353,34 @@ func TestSpeakerPipeline(t *testing.T) {
 	if err := s.PeerDown("nope", ""); err == nil {
 		t.Errorf("PeerDown(unknown tunnel) = nil; want an error")
 	}
+	// PeerUp: everything the session holds goes back at once, without a new session.
 	if err := s.PeerUp("t1"); err != nil {
 		t.Fatal(err)
 	}
-	s.push(item{kind: itemAccepted, peer: src.Peer, paths: []*api.Path{apiPathFor(t, "10.1.0.0/16", "127.0.0.2", []uint32{64512}, 0, false, peer)}})
+	calls = sink.get()
+	var restored []string
+	for _, p := range calls[len(calls)-1].Paths {
+		restored = append(restored, p.Prefix.String())
+	}
+	if d := cmp.Diff([]string{"10.0.0.0/16", "10.1.0.0/16", "2001:db8:a::/48"}, restored); d != "" {
+		t.Errorf("paths restored by PeerUp (-want +got):\n%s", d)
+	}
+	s.push(item{kind: itemAccepted, peer: src.Peer, paths: []*api.Path{apiPathFor(t, "10.1.0.0/16", "", nil, 0, true, peer)}})
 	settle(s)
-	if calls := sink.get(); len(calls[len(calls)-1].Paths) != 1 {
-		t.Errorf("sink after PeerUp: %+v; want 10.1.0.0/16 added", calls[len(calls)-1])
+	if calls := sink.get(); len(calls[len(calls)-1].Withdrawn) != 1 {
+		t.Errorf("sink after PeerUp and a withdrawal: %+v; want 10.1.0.0/16 withdrawn", calls[len(calls)-1])
 	}
-	found := false
+	var local []string
 	for _, r := range mem.BGP() {
-		found = found || r.Details == "CGW-side peer withdrew the routes of neighbor 127.0.0.2 locally: DPD timeout"
+		if strings.Contains(r.Details, "routes of neighbor") {
+			local = append(local, string(r.Status)+" "+r.Details)
+		}
 	}
-	if !found {
-		t.Errorf("BGP log has no local withdraw line")
+	if d := cmp.Diff([]string{
+		"DOWN CGW-side peer withdrew the routes of neighbor 127.0.0.2 locally: DPD timeout",
+		"UP CGW-side peer restored the routes of neighbor 127.0.0.2: 3 prefixes",
+	}, local); d != "" {
+		t.Errorf("local withdraw/restore lines (-want +got):\n%s", d)
 	}
 	var pathEvents int
 	for _, e := range events.get() {
@@ -374,8 +388,8 @@ func TestSpeakerPipeline(t *testing.T) {
 			pathEvents++
 		}
 	}
-	if pathEvents != 3 {
-		t.Errorf("EventPaths events = %d; want 3 (learned, withdrawn locally, learned after PeerUp)", pathEvents)
+	if pathEvents != 4 {
+		t.Errorf("EventPaths events = %d; want 4 (learned, withdrawn locally, restored, withdrawn)", pathEvents)
 	}
 }
 

@@ -81,6 +81,10 @@ func textLocalDown(side string, peer netip.Addr, reason string) string {
 	return fmt.Sprintf("%s withdrew the routes of neighbor %s locally: %s", side, peer, reason)
 }
 
+func textLocalUp(side string, peer netip.Addr, n int) string {
+	return fmt.Sprintf("%s restored the routes of neighbor %s: %d prefixes", side, peer, n)
+}
+
 // Route status details (only set when a route is refused).
 const (
 	deniedOwnAS        = "DENIED due to: as-path contains our own AS"
