@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"meshroot/internal/lab"
@@ -47,18 +46,18 @@ func newRouteLab(tb testing.TB) *routeLab {
 		}
 		rl.peers[i] = p
 	}
-	// Our own netlink handle into the site namespace (the lab's is shared with its helpers).
+	// Our own netlink sockets into the site namespace (the lab's handle is shared with its
+	// helpers).
 	nsh, err := netns.GetFromName(site.Name)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h, err := netlink.NewHandleAt(nsh)
+	rl.k, err = NewNetlinkAt(nsh)
 	if err != nil {
 		nsh.Close()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { h.Close(); nsh.Close() })
-	rl.k = NewNetlink(h)
+	tb.Cleanup(func() { rl.k.Close(); nsh.Close() })
 	rl.k.Sysctl = site.Sysctl
 	return rl
 }
@@ -205,6 +204,9 @@ func TestLabRouteECMPHashingAndFailover(t *testing.T) {
 	}
 	wantIPRoute(t, rl, "10.0.0.0/16")
 	wantIPRoute(t, rl, "2001:db8:a::/48")
+	if n := rl.k.Fallbacks(); n != 0 {
+		t.Errorf("Fallbacks() = %d; want every batch pipelined", n)
+	}
 }
 
 func TestLabRouteNexthopKindsAndOwnership(t *testing.T) {
@@ -257,6 +259,9 @@ func TestLabRouteNexthopKindsAndOwnership(t *testing.T) {
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if n := rl.k.Fallbacks(); n != 0 {
+		t.Errorf("Fallbacks() = %d; want every batch pipelined", n)
 	}
 	out, err := rl.site.Run("ip", "-4", "route", "show", "192.0.2.0/24")
 	if err != nil || !strings.Contains(out, "via 169.254.10.1") {

@@ -453,7 +453,7 @@ func (m *Manager) applyLocked(affected map[netip.Prefix]struct{}) error {
 		return nil
 	}
 	// Deterministic order (tests, logs): by destination, replace before delete.
-	slices.SortStableFunc(ops, func(a, b Op) int {
+	slices.SortFunc(ops, func(a, b Op) int {
 		if c := comparePrefix(a.Route.Dst, b.Route.Dst); c != 0 {
 			return c
 		}

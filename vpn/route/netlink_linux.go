@@ -8,29 +8,74 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// Netlink is the Kernel of a network namespace, through github.com/vishvananda/netlink.
+// Netlink is the Kernel of a network namespace, through github.com/vishvananda/netlink, with
+// batches pipelined over a socket of its own (batch_linux.go).
 type Netlink struct {
-	h *netlink.Handle
+	h     *netlink.Handle
+	ownH  bool
+	batch *nlBatch
 	// Sysctl writes a sysctl; nil writes /proc/sys in the calling thread's namespace (the
 	// device's, or the namespace a test process runs in). A test driving another namespace
 	// through its handle sets it (lab's NS.Sysctl).
 	Sysctl func(key, value string) error
+	// PerOp sends one request per op and waits for its answer (vishvananda/netlink's way)
+	// instead of pipelining: the benchmark's baseline, and the fallback when the pipelined
+	// socket fails.
+	PerOp bool
+
+	fallbacks atomic.Int64
 }
 
-// NewNetlink returns the Kernel behind h (nil: the calling process's namespace).
+// Fallbacks counts batches replayed one request per op after the pipelined socket failed.
+func (n *Netlink) Fallbacks() int64 { return n.fallbacks.Load() }
+
+// NewNetlink returns the Kernel of the calling process's namespace (h nil), with pipelined
+// batches; or, given a handle, the Kernel behind it with one request per op.
 func NewNetlink(h *netlink.Handle) *Netlink {
+	n := &Netlink{h: h}
 	if h == nil {
 		var err error
-		if h, err = netlink.NewHandle(); err != nil {
-			h = &netlink.Handle{} // a socket per request instead of one kept open
+		if n.h, err = netlink.NewHandle(); err != nil {
+			n.h = &netlink.Handle{} // a socket per request instead of one kept open
+		} else {
+			n.ownH = true
+		}
+		if b, err := newBatch(netns.None()); err == nil {
+			n.batch = b
 		}
 	}
-	return &Netlink{h: h}
+	return n
+}
+
+// NewNetlinkAt returns the Kernel of namespace ns, with pipelined batches. Close it when done.
+func NewNetlinkAt(ns netns.NsHandle) (*Netlink, error) {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("route: netlink handle: %w", err)
+	}
+	b, err := newBatch(ns)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("route: netlink socket: %w", err)
+	}
+	return &Netlink{h: h, ownH: true, batch: b}, nil
+}
+
+// Close releases the sockets the Netlink opened.
+func (n *Netlink) Close() {
+	if n.batch != nil {
+		n.batch.close()
+	}
+	if n.ownH {
+		n.h.Close()
+	}
 }
 
 // LinkIndex implements Kernel.
@@ -150,8 +195,17 @@ func toNetlink(kr KernelRoute, withNexthops bool) *netlink.Route {
 	return r
 }
 
-// Apply implements Kernel: one netlink request per op, in order.
+// Apply implements Kernel: pipelined windows of requests, or one request per op (PerOp, no
+// batch socket, or the batch socket failed: replace and delete are idempotent, so the whole
+// batch is simply replayed).
 func (n *Netlink) Apply(ops []Op) []error {
+	if n.batch != nil && !n.PerOp {
+		errs, err := n.batch.apply(ops)
+		if err == nil {
+			return errs
+		}
+		n.fallbacks.Add(1)
+	}
 	var errs []error
 	for i, op := range ops {
 		var err error

@@ -113,21 +113,28 @@ func Compare(a, b Candidate) int {
 // for the remaining tunnels: what the route becomes when the active tunnels go down. A tunnel
 // appears at most once (its best candidate), and both sets are ordered by tunnel name.
 func Select(cands []Candidate, up func(tunnel string) bool) (active, standby []Candidate) {
-	best := make(map[string]Candidate, len(cands))
+	// The best candidate per tunnel; no map: a prefix has a session or two per tunnel.
+	per := make([]Candidate, 0, len(cands))
 	for _, c := range cands {
 		if up != nil && !up(c.Source.Tunnel) {
 			continue
 		}
-		if cur, ok := best[c.Source.Tunnel]; !ok || Compare(c, cur) < 0 || (Compare(c, cur) == 0 && sourceLess(c.Source, cur.Source)) {
-			best[c.Source.Tunnel] = c
+		found := false
+		for i := range per {
+			if per[i].Source.Tunnel == c.Source.Tunnel {
+				found = true
+				if d := Compare(c, per[i]); d < 0 || (d == 0 && sourceLess(c.Source, per[i].Source)) {
+					per[i] = c
+				}
+				break
+			}
+		}
+		if !found {
+			per = append(per, c)
 		}
 	}
-	if len(best) == 0 {
+	if len(per) == 0 {
 		return nil, nil
-	}
-	per := make([]Candidate, 0, len(best))
-	for _, c := range best {
-		per = append(per, c)
 	}
 	slices.SortFunc(per, func(a, b Candidate) int {
 		if c := Compare(a, b); c != 0 {
