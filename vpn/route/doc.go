@@ -31,7 +31,10 @@
 //
 // # Kernel
 //
-// Kernel is the seam: Netlink is the real one (one netlink request per operation on a kept-open
-// socket; IPv4-via-IPv6 nexthops as RTA_VIA; multipath as RTA_MULTIPATH), FakeKernel an
-// in-memory table for unit tests. TestLab... tests run the real one in a lab namespace.
+// Kernel is the seam: Netlink is the real one (NewNetlink for the process's namespace,
+// NewNetlinkAt for another), FakeKernel an in-memory table for unit tests. Netlink pipelines a
+// batch over a socket of its own, 128 requests per sendmsg with their acknowledgements matched by
+// sequence number, and falls back to vishvananda/netlink's one request per operation (PerOp) if
+// that socket fails. IPv4-via-IPv6 nexthops go in as RTA_VIA, ECMP as RTA_MULTIPATH. TestLab...
+// tests run the real one in a lab namespace and check the result with iproute2.
 package route
