@@ -115,3 +115,41 @@ func (e *End) SetReadDeadline(t time.Time) error {
 func (e *End) SetWriteDeadline(time.Time) error { return nil }
 
 var _ net.PacketConn = (*End)(nil)
+
+// View returns a connection on this end with its own Close: closing the view ends its reads
+// (and only its own), so a client that closes its connection can be followed by another one on
+// the same end.
+func (e *End) View() net.PacketConn {
+	return &view{End: e, closed: make(chan struct{})}
+}
+
+type view struct {
+	*End
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (v *view) ReadFrom(p []byte) (int, net.Addr, error) {
+	select {
+	case pk := <-v.End.in:
+		return copy(p, pk.b), pk.from, nil
+	case <-v.closed:
+		return 0, nil, net.ErrClosed
+	case <-v.End.closed:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+func (v *view) WriteTo(p []byte, a net.Addr) (int, error) {
+	select {
+	case <-v.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	return v.End.WriteTo(p, a)
+}
+
+func (v *view) Close() error {
+	v.once.Do(func() { close(v.closed) })
+	return nil
+}
