@@ -237,7 +237,10 @@ func TestStatic(t *testing.T) {
 	r := start(t, nil, func(c *Config) {
 		c.Settings = Settings{Mode: ModeStatic, Static: &StaticConfig{Address: netip.MustParsePrefix("203.0.113.10/29"),
 			Gateway: netip.MustParseAddr("203.0.113.9"), DNS: []netip.Addr{netip.MustParseAddr("9.9.9.9")}}}
-		c.NewDHCP = func(string, net.HardwareAddr) (DHCP, error) { t.Error("DHCP used in static mode"); return nil, os.ErrInvalid }
+		c.NewDHCP = func(string, net.HardwareAddr) (DHCP, error) {
+			t.Error("DHCP used in static mode")
+			return nil, os.ErrInvalid
+		}
 	})
 	st := r.waitState(t, "static", func(s State) bool { return s.Phase == PhaseStatic })
 	if st.Address.String() != "203.0.113.10/29" || st.Gateway.String() != "203.0.113.9" || !st.Up() {
