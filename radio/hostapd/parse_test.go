@@ -3,6 +3,7 @@ package hostapd
 import (
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -286,6 +287,9 @@ func FuzzParseEvent(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	for _, l := range strings.Split(readFixture(f, "events.txt"), "\n") {
+		f.Add(l)
+	}
 	f.Fuzz(func(t *testing.T, msg string) {
 		ev, err := ParseEvent(msg)
 		if err != nil {
@@ -304,6 +308,7 @@ func FuzzParseEvent(f *testing.F) {
 
 func FuzzParseStatus(f *testing.F) {
 	f.Add(statusSample)
+	f.Add(readFixture(f, "status.txt"))
 	f.Add("state=ENABLED\nfreq=2437\nchannel=6\nsecondary_channel=-1\nieee80211n=1\n")
 	f.Add("state=DFS\nfreq=5260\ncac_time_left_seconds=42\n")
 	f.Fuzz(func(t *testing.T, reply string) {
@@ -320,6 +325,7 @@ func FuzzParseStatus(f *testing.F) {
 
 func FuzzParseStation(f *testing.F) {
 	f.Add(staSample)
+	f.Add(readFixture(f, "sta.txt"))
 	f.Add("02:00:00:00:01:00\nflags=[AUTH]\n")
 	f.Fuzz(func(t *testing.T, reply string) {
 		sta, ok, err := ParseStation(reply)

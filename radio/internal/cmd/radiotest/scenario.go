@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -289,6 +290,35 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 	if err != nil {
 		return err
 	}
+	// Raw replies and events for the parsers' fixtures (radio/hostapd/testdata).
+	raw, rerr := c.Request(ctx, "STATUS")
+	rep.report("raw STATUS", time.Now(), rerr, raw)
+	rec, rerr := hostapd.Dial(ctx, ctrl, hostapd.Options{})
+	if rerr == nil {
+		rerr = rec.Attach(ctx)
+	}
+	var recorded []string
+	var recMu sync.Mutex
+	recDone := make(chan struct{})
+	if rerr == nil {
+		go func() {
+			defer close(recDone)
+			for ev := range rec.Events() {
+				recMu.Lock()
+				recorded = append(recorded, ev.String())
+				recMu.Unlock()
+			}
+		}()
+		defer func() {
+			rec.Close()
+			<-recDone
+			recMu.Lock()
+			b, _ := json.Marshal(recorded)
+			recMu.Unlock()
+			rep.report("raw events", time.Now(), nil, string(b))
+		}()
+	}
+	rep.report("event recorder", time.Now(), rerr, "")
 
 	// A station on the second radio (nl80211 CONNECT, kernel SME).
 	t = time.Now()
@@ -334,6 +364,8 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 		err = fmt.Errorf("nl80211 stations %v, %v", nst, nerr)
 	}
 	rep.report("station list", t, err, fmt.Sprintf("%d via hostapd, %d via nl80211", len(stas), len(nst)))
+	raw, rerr = c.Request(ctx, "STA-FIRST")
+	rep.report("raw STA-FIRST", time.Now(), rerr, raw)
 
 	// Scan from the idle third radio: our AP with its VHT80 width.
 	t = time.Now()

@@ -86,6 +86,17 @@ func TestVMRadio(t *testing.T) {
 		got[c.Name] = c
 		t.Logf("%-28s ok=%-5v %6d ms  %s", c.Name, c.OK, c.Ms, c.Detail)
 	}
+	// MESHROOT_RADIO_FIXTURES=<dir> saves hostapd's raw replies and events for the parsers'
+	// fixtures (radio/hostapd/testdata/hostapd-2.10 came from here).
+	if fx := os.Getenv("MESHROOT_RADIO_FIXTURES"); fx != "" {
+		for name, file := range map[string]string{"raw STATUS": "status.txt", "raw STA-FIRST": "sta.txt", "raw events": "events.json"} {
+			if c, ok := got[name]; ok && c.OK {
+				if err := os.WriteFile(filepath.Join(fx, file), []byte(c.Detail), 0o644); err != nil {
+					t.Errorf("fixture %s: %v", file, err)
+				}
+			}
+		}
+	}
 	for _, name := range requiredChecks {
 		c, ok := got[name]
 		switch {
