@@ -85,7 +85,7 @@ func newFwd(t *testing.T, ups []netip.Addr) (*Forwarder, *upstream, *fakeClock) 
 	clk := &fakeClock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
 	var mu sync.Mutex
 	f, err := New(Config{Hostname: "meshroot", RouterAddr: netip.MustParseAddr("192.168.1.1"), LANPrefix: netip.MustParsePrefix("192.168.1.0/24"),
-		Hosts: hosts{"laptop": netip.MustParseAddr("192.168.1.100")},
+		Hosts:     hosts{"laptop": netip.MustParseAddr("192.168.1.100")},
 		Upstreams: func() []netip.Addr { mu.Lock(); defer mu.Unlock(); return ups },
 		Exchange:  u.exchange, Now: clk.Now, CacheSize: 3})
 	if err != nil {
