@@ -17,6 +17,30 @@ type Logging struct {
 	Ring    *Ring
 	Secrets *Secrets
 	Level   *slog.LevelVar
+
+	sinks sinkList
+}
+
+// sinkList is the extra destinations of the log lines (AddSink).
+type sinkList struct {
+	mu sync.RWMutex
+	ws []io.Writer
+}
+
+func (l *sinkList) write(p []byte) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, w := range l.ws {
+		_, _ = w.Write(p)
+	}
+}
+
+// AddSink makes every later log line (one JSON record per Write, secrets already redacted) go
+// to w as well: the log shipper. w must not block and must not log through this Logging.
+func (l *Logging) AddSink(w io.Writer) {
+	l.sinks.mu.Lock()
+	defer l.sinks.mu.Unlock()
+	l.sinks.ws = append(l.sinks.ws, w)
 }
 
 // NewLogging builds the pipeline. console may be nil (ring only). The ring keeps at most
@@ -27,26 +51,27 @@ func NewLogging(console io.Writer, maxEntries, maxBytes int) *Logging {
 		Secrets: &Secrets{},
 		Level:   new(slog.LevelVar),
 	}
-	var out io.Writer = l.Ring
-	if console != nil {
-		out = teeWriter{console: console, ring: l.Ring}
-	}
+	out := teeWriter{console: console, ring: l.Ring, sinks: &l.sinks}
 	h := slog.NewJSONHandler(out, &slog.HandlerOptions{Level: l.Level})
 	l.Logger = slog.New(&redactHandler{inner: h, secrets: l.Secrets})
 	return l
 }
 
-// teeWriter hands each record (slog's JSON handler writes one record per Write) to the ring
-// and to the console. A console that fails (unplugged serial, closed pipe) does not stop the
+// teeWriter hands each record (slog's JSON handler writes one record per Write) to the ring,
+// the console and the sinks. A console that fails (unplugged serial, closed pipe) does not stop the
 // ring from recording.
 type teeWriter struct {
-	console io.Writer
+	console io.Writer // may be nil
 	ring    *Ring
+	sinks   *sinkList
 }
 
 func (t teeWriter) Write(p []byte) (int, error) {
 	_, _ = t.ring.Write(p)
-	_, _ = t.console.Write(p)
+	if t.console != nil {
+		_, _ = t.console.Write(p)
+	}
+	t.sinks.write(p)
 	return len(p), nil
 }
 

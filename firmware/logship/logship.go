@@ -1,0 +1,281 @@
+// Package logship sends the device's logs to the fleet cloud's log ingest (POST /v1/device/logs
+// through the provisioning agent's mTLS client): the device's own slog records (already
+// redacted by firmware.Logging) and the VPN's tunnel activity and BGP records (vpn/vpnlog), as
+// JSON lines. Lines wait in a bounded buffer (lines and bytes) while the device is not enrolled
+// or the cloud is unreachable; when it is full the oldest lines go, and the next upload starts
+// with a line saying how many were dropped (the count is also in Stats, for /status and
+// /metrics). An upload that fails puts its lines back in front of newer ones (within the bounds),
+// so delivery is at least once and in order.
+//
+// Why not provision/agent's LogShipper: it bounds lines but not bytes, has no counters for the
+// status API and metrics, and takes only slog records; the VPN's records need their own
+// translation (the tunnel's outside address as the ingest's "tunnel" field).
+package logship
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"meshroot/vpn/vpnlog"
+)
+
+// Poster uploads a batch of JSON lines (enroll.Client.PostLogs).
+type Poster func(ctx context.Context, body []byte) error
+
+// Config bounds the buffer and paces uploads.
+type Config struct {
+	// MaxLines and MaxBytes bound the buffer (defaults 5000 lines, 1 MiB).
+	MaxLines, MaxBytes int
+	// BatchBytes bounds one upload (default 256 KiB; the cloud takes up to 1 MiB).
+	BatchBytes int
+	// Interval is the pause between uploads (default 10 s); Timeout bounds one upload (default
+	// 60 s).
+	Interval, Timeout time.Duration
+	// Now is the clock for the dropped-lines line (default time.Now).
+	Now func() time.Time
+}
+
+// Stats are the shipper's counters.
+type Stats struct {
+	// Pending lines and bytes in the buffer.
+	Pending      int `json:"pending_lines"`
+	PendingBytes int `json:"pending_bytes"`
+	// Shipped lines (accepted by the cloud), Dropped lines (buffer full) since boot.
+	Shipped uint64 `json:"shipped_lines"`
+	Dropped uint64 `json:"dropped_lines"`
+	// Uploads and Failures count upload attempts.
+	Uploads  uint64    `json:"uploads"`
+	Failures uint64    `json:"upload_failures"`
+	LastOK   time.Time `json:"last_upload,omitzero"`
+	// LastError is the last failure ("" after a success).
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Shipper is the buffer and its uploader.
+type Shipper struct {
+	cfg Config
+
+	mu         sync.Mutex
+	lines      [][]byte
+	bytes      int
+	unreported uint64 // dropped since the last successful upload
+	stats      Stats
+	wake       chan struct{}
+}
+
+// New returns a shipper.
+func New(cfg Config) *Shipper {
+	if cfg.MaxLines <= 0 {
+		cfg.MaxLines = 5000
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 1 << 20
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 256 << 10
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Shipper{cfg: cfg, wake: make(chan struct{}, 1)}
+}
+
+// Write takes one JSON line (slog's JSON handler writes one record per call); it never fails.
+// It is what firmware.Logging.AddSink gets.
+func (s *Shipper) Write(p []byte) (int, error) {
+	line := bytes.TrimRight(p, "\n")
+	if len(line) == 0 {
+		return len(p), nil
+	}
+	s.add(bytes.Clone(line))
+	return len(p), nil
+}
+
+func (s *Shipper) add(line []byte) {
+	if len(line) > s.cfg.MaxBytes {
+		line = nil // cannot ever fit: count it as dropped
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if line == nil {
+		s.unreported++
+		s.stats.Dropped++
+		return
+	}
+	for len(s.lines) > 0 && (len(s.lines) >= s.cfg.MaxLines || s.bytes+len(line) > s.cfg.MaxBytes) {
+		s.bytes -= len(s.lines[0])
+		s.lines[0] = nil
+		s.lines = s.lines[1:]
+		s.unreported++
+		s.stats.Dropped++
+	}
+	s.lines = append(s.lines, line)
+	s.bytes += len(line)
+}
+
+// vpnLine is how a VPN record travels to the ingest: the ingest's known members (time, level,
+// msg, tunnel) and the record itself in AWS's schema.
+type vpnLine struct {
+	Time   time.Time       `json:"time"`
+	Level  string          `json:"level"`
+	Msg    string          `json:"msg"`
+	Log    vpnlog.Log      `json:"log"`
+	Tunnel string          `json:"tunnel,omitempty"`
+	Stream string          `json:"stream"`
+	Record json.RawMessage `json:"record"`
+}
+
+// VPNSink returns a vpnlog.Sink feeding this shipper (wrap it in a vpnlog.Redactor with the
+// connection's PSKs).
+func (s *Shipper) VPNSink() vpnlog.Sink { return vpnSink{s} }
+
+type vpnSink struct{ s *Shipper }
+
+func (v vpnSink) Write(r vpnlog.Record) {
+	b, err := r.MarshalJSON()
+	if err != nil {
+		v.s.mu.Lock()
+		v.s.unreported++
+		v.s.stats.Dropped++
+		v.s.mu.Unlock()
+		return
+	}
+	msg := "vpn log"
+	switch r.Log() {
+	case vpnlog.LogBGP:
+		msg = "bgp log"
+	case vpnlog.LogTunnel:
+		msg = "tunnel activity log"
+	}
+	line, _ := json.Marshal(vpnLine{Time: r.EventTime().UTC(), Level: "INFO", Msg: msg, Log: r.Log(), Tunnel: TunnelOf(r.Stream()),
+		Stream: r.Stream(), Record: b})
+	v.s.add(line)
+}
+
+// TunnelOf returns the tunnel's outside address from an AWS stream name ("vpn-1234abcd_1.2.3.4"),
+// or "" when the name has none.
+func TunnelOf(stream string) string {
+	i := strings.LastIndexByte(stream, '_')
+	if i < 0 {
+		return ""
+	}
+	return stream[i+1:]
+}
+
+// Stats returns the counters.
+func (s *Shipper) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Pending, st.PendingBytes = len(s.lines), s.bytes
+	return st
+}
+
+// Kick asks for an upload now (e.g. when the device just enrolled).
+func (s *Shipper) Kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes up to BatchBytes of lines and returns them with the dropped-lines line in front.
+func (s *Shipper) take() (body []byte, n int, dropped uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.lines) == 0 && s.unreported == 0 {
+		return nil, 0, 0
+	}
+	var b bytes.Buffer
+	dropped = s.unreported
+	if dropped > 0 {
+		fmt.Fprintf(&b, `{"time":%q,"level":"WARN","msg":"log lines dropped on the device before upload (buffer full)","dropped":%d}`+"\n",
+			s.cfg.Now().UTC().Format(time.RFC3339Nano), dropped)
+	}
+	for n < len(s.lines) && (n == 0 || b.Len()+len(s.lines[n])+1 <= s.cfg.BatchBytes) {
+		b.Write(s.lines[n])
+		b.WriteByte('\n')
+		s.bytes -= len(s.lines[n])
+		n++
+	}
+	s.lines = s.lines[n:]
+	s.unreported = 0
+	return b.Bytes(), n, dropped
+}
+
+// giveBack puts a failed batch back in front (within the bounds: what does not fit is dropped,
+// newest lines kept).
+func (s *Shipper) giveBack(body []byte, dropped uint64) {
+	back := bytes.Split(bytes.TrimRight(body, "\n"), []byte("\n"))
+	if dropped > 0 {
+		back = back[1:] // take's dropped-lines line: the count goes back instead
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unreported += dropped
+	all := append(back, s.lines...)
+	size := 0
+	for _, l := range all {
+		size += len(l)
+	}
+	for len(all) > 0 && (len(all) > s.cfg.MaxLines || size > s.cfg.MaxBytes) {
+		size -= len(all[0])
+		all = all[1:]
+		s.unreported++
+		s.stats.Dropped++
+	}
+	s.lines, s.bytes = all, size
+}
+
+// Run uploads every Interval (or when kicked) while poster returns a Poster (nil: not enrolled
+// yet, keep buffering), until ctx ends.
+func (s *Shipper) Run(ctx context.Context, poster func() Poster) {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+		post := poster()
+		if post == nil {
+			continue
+		}
+		for ctx.Err() == nil {
+			body, n, dropped := s.take()
+			if body == nil {
+				break
+			}
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+			err := post(pctx, body)
+			cancel()
+			s.mu.Lock()
+			s.stats.Uploads++
+			if err != nil {
+				s.stats.Failures++
+				s.stats.LastError = err.Error()
+			} else {
+				s.stats.Shipped += uint64(n)
+				s.stats.LastOK, s.stats.LastError = s.cfg.Now(), ""
+			}
+			s.mu.Unlock()
+			if err != nil {
+				s.giveBack(body, dropped)
+				break
+			}
+		}
+	}
+}
