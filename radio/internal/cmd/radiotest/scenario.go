@@ -367,6 +367,32 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 	raw, rerr = c.Request(ctx, "STA-FIRST")
 	rep.report("raw STA-FIRST", time.Now(), rerr, raw)
 
+	// 802.11k/v commands as hostapd parses them: the neighbour database, a BSS transition
+	// request to the station, a beacon request (hostapd refuses it: the kernel-SME station
+	// advertises no radio measurement capability).
+	t = time.Now()
+	bssid := st.BSS[0].BSSID
+	oc, _ := hostapd.OpClass(mustSpec(5180, 80))
+	nr := hostapd.NeighborReport{BSSID: bssid, BSSIDInfo: hostapd.BSSIDInfoReachable | hostapd.BSSIDInfoHT | hostapd.BSSIDInfoVHT,
+		OpClass: oc, Channel: 36, PHYType: hostapd.PHYTypeVHT}
+	err = c.SetNeighbor(ctx, ssid, nr)
+	if err == nil && len(stas) == 1 {
+		err = c.BSSTMReq(ctx, hostapd.BSSTMRequest{Addr: stas[0].Addr, Candidates: []hostapd.NeighborReport{nr}, ValidityInterval: 10})
+	}
+	beacon := "accepted"
+	if err == nil && len(stas) == 1 {
+		if _, berr := c.ReqBeacon(ctx, stas[0].Addr, 0, hostapd.BeaconRequest(oc, 36, 50, 0, nil)); berr != nil {
+			if !errors.Is(berr, hostapd.ErrFail) {
+				err = berr
+			}
+			beacon = "refused: " + berr.Error()
+		}
+	}
+	if err == nil {
+		err = c.RemoveNeighbor(ctx, ssid, bssid)
+	}
+	rep.report("11k/11v commands", t, err, "beacon request "+beacon)
+
 	// Scan from the idle third radio: our AP with its VHT80 width.
 	t = time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -29,7 +29,7 @@ const vmBoard = "qemu-x86_64"
 // requiredChecks must all be reported, and pass, by radiotest.
 var requiredChecks = []string{
 	"bundle", "modprobe", "interfaces", "regulatory", "hostapd start", "status", "station associated",
-	"station list", "scan width", "ap scan", "survey", "csa keeps station",
+	"station list", "11k/11v commands", "scan width", "ap scan", "survey", "csa keeps station",
 	"dfs cac", "station on dfs channel", "manager up", "radar detected", "radar move without outage",
 	"station follows radar move", "manager radar memory",
 }
