@@ -51,7 +51,7 @@ type Tunnel struct {
 	RekeyFuzz                               int
 	ReplayWindow                            int
 	// DPDTimeout and DPDAction ("clear", "restart", "none"); StartAction "add" or "start".
-	DPDTimeout              time.Duration
+	DPDTimeout             time.Duration
 	DPDAction, StartAction string
 }
 

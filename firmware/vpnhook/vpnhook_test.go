@@ -57,8 +57,8 @@ func TestNewPlan(t *testing.T) {
 		"name": "tunnel1", "device": "mrtun1", "outside": "198.51.100.2",
 		"local4": "169.254.10.2/30", "peer4": "169.254.10.1",
 		"local6": "fd00:a9fe:10::2/126", "peer6": "fd00:a9fe:10::1",
-		"ike": "aes128gcm16-aes256gcm16-prfsha1-prfsha256-prfsha384-prfsha512-" + dh + " aes128-aes256-sha1-sha256-sha384-sha512-" + dh,
-		"esp": "aes128gcm16-aes256gcm16-modp1024-modp1536-" + strings.TrimPrefix(dh, "modp1024-") + " aes128-aes256-sha1-sha256-sha384-sha512-modp1024-modp1536-" + strings.TrimPrefix(dh, "modp1024-"),
+		"ike":       "aes128gcm16-aes256gcm16-prfsha1-prfsha256-prfsha384-prfsha512-" + dh + " aes128-aes256-sha1-sha256-sha384-sha512-" + dh,
+		"esp":       "aes128gcm16-aes256gcm16-modp1024-modp1536-" + strings.TrimPrefix(dh, "modp1024-") + " aes128-aes256-sha1-sha256-sha384-sha512-modp1024-modp1536-" + strings.TrimPrefix(dh, "modp1024-"),
 		"lifetimes": "8h0m0s 1h0m0s 4m30s",
 		"dpd":       "30s clear add",
 	}
@@ -261,7 +261,11 @@ func (f *fakeEngine) Stop() error {
 	f.calls = append(f.calls, "stop")
 	return nil
 }
-func (f *fakeEngine) Calls() []string { f.mu.Lock(); defer f.mu.Unlock(); return append([]string(nil), f.calls...) }
+func (f *fakeEngine) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
 
 // TestServiceWithEngine: the hook drives an engine as vpn.Connection will be driven.
 func TestServiceWithEngine(t *testing.T) {
