@@ -70,6 +70,9 @@ func TestImageContents(t *testing.T) {
 					t.Errorf("manifest commands lack %q", c)
 				}
 			}
+			if got := m.QEMUKernel.Name != ""; got != (b.Arch == "amd64") {
+				t.Errorf("manifest qemu_kernel %q; want one exactly for amd64 boards", m.QEMUKernel.Name)
+			}
 			recs := readArchive(t, filepath.Join(dir, m.Initramfs.Name), m.Compression)
 
 			for _, l := range []struct{ name, target string }{

@@ -145,16 +145,19 @@ type FileInfo struct {
 
 // Manifest describes a built image; it is written as manifest.json beside the outputs.
 type Manifest struct {
-	Board         string      `json:"board"`
-	Arch          string      `json:"arch"`
-	Console       string      `json:"console"`
-	Version       string      `json:"version"`
-	Built         string      `json:"built"`
-	KernelVersion string      `json:"kernel_version"`
-	GoVersion     string      `json:"go_version"`
-	Kernel        FileInfo    `json:"kernel"`
-	Initramfs     FileInfo    `json:"initramfs"`
-	Compression   Compression `json:"compression"`
+	Board         string   `json:"board"`
+	Arch          string   `json:"arch"`
+	Console       string   `json:"console"`
+	Version       string   `json:"version"`
+	Built         string   `json:"built"`
+	KernelVersion string   `json:"kernel_version"`
+	GoVersion     string   `json:"go_version"`
+	Kernel        FileInfo `json:"kernel"`
+	// QEMUKernel is the same kernel uncompressed with its PVH entry (amd64 only), which QEMU
+	// boots directly; zero when not made. Real boards and OTA use Kernel.
+	QEMUKernel  FileInfo    `json:"qemu_kernel,omitzero"`
+	Initramfs   FileInfo    `json:"initramfs"`
+	Compression Compression `json:"compression"`
 	// RawSize is the size of the uncompressed cpio archive; RawSHA256 its digest.
 	RawSize   int64  `json:"raw_size"`
 	RawSHA256 string `json:"raw_sha256"`
@@ -206,7 +209,10 @@ func ParseManifest(b []byte) (Manifest, error) {
 	if m.Arch != "arm64" && m.Arch != "amd64" {
 		return Manifest{}, fmt.Errorf("arch %q: want arm64 or amd64", m.Arch)
 	}
-	for field, name := range map[string]string{"kernel": m.Kernel.Name, "initramfs": m.Initramfs.Name} {
+	for field, name := range map[string]string{"kernel": m.Kernel.Name, "initramfs": m.Initramfs.Name, "qemu_kernel": m.QEMUKernel.Name} {
+		if field == "qemu_kernel" && name == "" {
+			continue
+		}
 		if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
 			return Manifest{}, fmt.Errorf("%s name %q: want a file name in the image directory", field, name)
 		}
@@ -423,6 +429,13 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("image: kernel: %w", err)
 	}
 	kern.Name = KernelName
+	var pvh FileInfo
+	if b.Arch == "amd64" {
+		pvh, err = pvhKernel(vmlinuz, filepath.Join(stage, PVHKernelName), o.NoCache, o.CacheDir, src)
+		if err != nil {
+			step("no directly bootable kernel for QEMU (%v); QEMU boots the bzImage", err)
+		}
+	}
 
 	sort.Strings(cmdNames)
 	var files []string
@@ -438,6 +451,7 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		KernelVersion:  kver,
 		GoVersion:      runtime.Version(),
 		Kernel:         kern,
+		QEMUKernel:     pvh,
 		Initramfs:      initrd,
 		Compression:    comp,
 		RawSize:        rawSize,
@@ -463,7 +477,13 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 			os.Remove(p)
 		}
 	}
-	for _, n := range []string{initrdName, KernelName} {
+	outputs := []string{initrdName, KernelName}
+	if pvh.Name != "" {
+		outputs = append(outputs, pvh.Name)
+	} else {
+		os.Remove(filepath.Join(o.OutDir, PVHKernelName))
+	}
+	for _, n := range outputs {
 		if err := os.Rename(filepath.Join(stage, n), filepath.Join(o.OutDir, n)); err != nil {
 			return Manifest{}, fmt.Errorf("image: %w", err)
 		}
@@ -657,6 +677,47 @@ func copyFile(src, dst string) (FileInfo, error) {
 	return FileInfo{Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
+// pvhKernel writes the PVH kernel extracted from bzImage to dst, reusing an extraction cached
+// under <cache>/pvh (keyed by the bzImage's path, size and mtime) unless noCache.
+func pvhKernel(bzImage, dst string, noCache bool, cacheDir, src string) (FileInfo, error) {
+	var cached string
+	if !noCache {
+		st, err := os.Stat(bzImage)
+		if err != nil {
+			return FileInfo{}, err
+		}
+		dir := filepath.Join(DefaultCacheDir(src), "pvh")
+		if cacheDir != "" {
+			dir = filepath.Join(filepath.Dir(cacheDir), "pvh")
+		}
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s %d %d", bzImage, st.Size(), st.ModTime().UnixNano()))
+		cached = filepath.Join(dir, hex.EncodeToString(sum[:12])+".vmlinux")
+		if _, err := os.Stat(cached); err == nil {
+			fi, err := copyFile(cached, dst)
+			fi.Name = PVHKernelName
+			return fi, err
+		}
+	}
+	vmlinux, err := ExtractPVH(bzImage)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if err := os.WriteFile(dst, vmlinux, 0o644); err != nil {
+		return FileInfo{}, err
+	}
+	if cached != "" {
+		if err := os.MkdirAll(filepath.Dir(cached), 0o755); err == nil {
+			tmp := fmt.Sprintf("%s.tmp%d", cached, os.Getpid())
+			if os.WriteFile(tmp, vmlinux, 0o644) == nil {
+				_ = os.Rename(tmp, cached)
+			}
+			os.Remove(tmp)
+		}
+	}
+	sum := sha256.Sum256(vmlinux)
+	return FileInfo{Name: PVHKernelName, Size: int64(len(vmlinux)), SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
 // HashFile returns the size and hex sha256 of a file.
 func HashFile(name string) (int64, string, error) {
 	f, err := os.Open(name)
@@ -675,7 +736,11 @@ func HashFile(name string) (int64, string, error) {
 // Verify checks that the files a manifest names exist in dir with the recorded sizes and
 // digests, and that the initramfs decompresses to RawSize bytes with RawSHA256.
 func Verify(dir string, m Manifest) error {
-	for _, fi := range []FileInfo{m.Kernel, m.Initramfs} {
+	files := []FileInfo{m.Kernel, m.Initramfs}
+	if m.QEMUKernel.Name != "" {
+		files = append(files, m.QEMUKernel)
+	}
+	for _, fi := range files {
 		n, sum, err := HashFile(filepath.Join(dir, fi.Name))
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", fi.Name, err)

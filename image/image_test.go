@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -233,4 +235,54 @@ func FuzzParseManifest(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestExtractPVH(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk")
+	if err := os.WriteFile(junk, bytes.Repeat([]byte{0}, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ExtractPVH(junk); err == nil || !strings.Contains(err.Error(), "not a bzImage") {
+		t.Errorf("ExtractPVH(zeros) = %v; want a not-a-bzImage error", err)
+	}
+	if testing.Short() {
+		t.Skip("reads the cached amd64 kernel")
+	}
+	src, err := FindSourceDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, bz, err := readKernel(DefaultKernelDir(src, "amd64"))
+	if err != nil {
+		t.Fatalf("kernel cache: %v (run `make kernels`)", err)
+	}
+	vmlinux, err := ExtractPVH(bz)
+	if err != nil {
+		t.Fatalf("ExtractPVH(Debian amd64 bzImage) = %v", err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(vmlinux))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
+		t.Errorf("vmlinux machine/type = %v/%v; want x86-64 executable", f.Machine, f.Type)
+	}
+	// The same bytes with the PVH note's type changed must be refused.
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_NOTE {
+			b := vmlinux[p.Off : p.Off+p.Filesz]
+			for i := 0; i+12 <= len(b); {
+				nameSz, descSz := int(binary.LittleEndian.Uint32(b[i:])), int(binary.LittleEndian.Uint32(b[i+4:]))
+				if binary.LittleEndian.Uint32(b[i+8:]) == xenElfnotePhys32Entry {
+					binary.LittleEndian.PutUint32(b[i+8:], 0xdead)
+				}
+				i += 12 + (nameSz+3)&^3 + (descSz+3)&^3
+			}
+		}
+	}
+	f2, _ := elf.NewFile(bytes.NewReader(vmlinux))
+	if hasPVHNote(f2) {
+		t.Errorf("hasPVHNote after removing the note = true; want false")
+	}
 }
