@@ -13,6 +13,8 @@ PKGS=(
   hostapd wpasupplicant iw wireless-regdb
   # OTA: U-Boot env tools (fw_printenv/fw_setenv) and U-Boot for QEMU's arm64 virt board
   libubootenv-tool u-boot-qemu
+  # image/qemu: mkfs.ext4 formats the virtual router's data partition; partx checks the GPT
+  e2fsprogs util-linux
 )
 
 missing=()
