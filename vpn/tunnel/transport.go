@@ -96,7 +96,9 @@ func (t *Transport) Local() netip.Addr { return t.cfg.Local }
 func (t *Transport) Mux() *esp.Mux { return t.mux }
 
 // Stats returns the NAT-T socket's counters and the IKE messages dropped for a full queue.
-func (t *Transport) Stats() (esp.MuxStats, uint64) { return t.mux.Stats(), t.ikeQDrops.Load() + t.conns.Dropped() }
+func (t *Transport) Stats() (esp.MuxStats, uint64) {
+	return t.mux.Stats(), t.ikeQDrops.Load() + t.conns.Dropped()
+}
 
 // sender is the ike.Sender for the tunnels on this transport.
 func (t *Transport) sender() ike.Sender {

@@ -453,7 +453,6 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-
 // TestTunnelDPDUnderTraffic: with traffic flowing, fast failover takes the tunnel out of
 // service first; the DPD action follows the DPD timeout after the failed liveness check.
 func TestTunnelDPDUnderTraffic(t *testing.T) {
