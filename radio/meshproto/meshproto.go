@@ -32,7 +32,7 @@ import (
 // Type is a message type.
 type Type uint16
 
-// Message types. 1-99 radio channel management; 100-199 reserved for roaming and backhaul.
+// Message types. 1-99 radio channel management; 100-199 roaming and backhaul (roaming.go).
 const (
 	TypeRadioReport Type = 1 // node → gateway: radios, surveys, scans
 	TypeChannelPlan Type = 2 // gateway → node: channel assignments
@@ -50,6 +50,9 @@ func (t Type) String() string {
 		return "radar"
 	case TypePlanResult:
 		return "plan-result"
+	}
+	if n, ok := roamingNames[t]; ok {
+		return n
 	}
 	return fmt.Sprintf("type-%d", uint16(t))
 }
