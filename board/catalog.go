@@ -33,6 +33,10 @@ var routerModules = []string{
 // u-root image has no modprobe helper for the kernel to call.
 const crc32cModule = "crc32c_generic"
 
+// qemuFwCfgModule exposes QEMU's fw_cfg blobs in /sys/firmware/qemu_fw_cfg: the QEMU boards'
+// stand-in for a factory partition (-fw_cfg name=opt/meshroot/factory,file=...).
+const qemuFwCfgModule = "qemu_fw_cfg"
+
 func modules(lists ...[]string) []string {
 	var out []string
 	for _, l := range lists {
@@ -330,7 +334,7 @@ func qemuBoard(name string) Board {
 		// virtio and virtio_ring are built into Debian's arm64 kernel; virtio devices on the
 		// virt machine are PCI (virtio-*-pci) or MMIO (virtio-*-device).
 		b.Modules = modules([]string{crc32cModule, "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net",
-			"ext4", "i6300esb"}, routerModules)
+			"ext4", "i6300esb", qemuFwCfgModule}, routerModules)
 	case "qemu-x86_64":
 		b.Description = "QEMU x86_64 (pc/q35) virtual router (virtio disk and NICs, i6300esb watchdog, hwsim radios)"
 		b.Arch = "amd64"
@@ -338,7 +342,7 @@ func qemuBoard(name string) Board {
 		b.DMI = []DMIMatch{{SysVendor: "QEMU", ProductName: "Standard PC"}}
 		b.Console = "ttyS0"
 		b.Modules = modules([]string{crc32cModule, "virtio_ring", "virtio", "virtio_pci", "virtio_blk", "virtio_net",
-			"ext4", "i6300esb"}, routerModules)
+			"ext4", "i6300esb", qemuFwCfgModule}, routerModules)
 	default:
 		panic("board: unknown QEMU board " + name)
 	}

@@ -1,6 +1,7 @@
 // Command meshd is the device supervisor. u-root's init starts it as uinit (/bin/uinit); it
 // detects the board, mounts the data partition, loads the board's kernel modules, brings up
-// the LAN, feeds the watchdog, starts a console shell and the services, and prints one
+// the LAN, feeds the watchdog, starts a console shell and the router's services (firewall, WAN,
+// DHCP, DNS, status API, provisioning, VPN, OTA, log shipping: firmware/device), and prints one
 // machine-readable line when they are up:
 //
 //	MESHROOT-READY {"board":"qemu-virt-arm64","version":"0.1.0","services":["data","lan","watchdog","console"],"uptime_ms":2345}
@@ -28,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"meshroot/firmware"
+	"meshroot/firmware/device"
 )
 
 func main() {
@@ -52,6 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	boardName := fs.String("board", "", "use this catalog board instead of detecting it")
 	hostname := fs.String("hostname", "meshroot", "host name to set at boot")
 	noConsole := fs.Bool("no-console", false, "do not run a console shell")
+	factory := fs.String("factory", "", "factory data file (default on the device: QEMU's fw_cfg opt/meshroot/factory)")
 	afterReady := fs.Bool("poweroff-when-ready", false, "power off right after the ready line (boot benchmarks)")
 	poweroff := fs.Bool("poweroff", false, "ask the running meshd to stop cleanly and power off")
 	reboot := fs.Bool("reboot", false, "ask the running meshd to stop cleanly and reboot")
@@ -130,6 +133,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *afterReady {
 		opts.AfterReady = firmware.PowerOff
+	}
+	if bootMode {
+		// The router's services touch the kernel's network configuration: only on the device,
+		// never in a development run on a workstation.
+		opts.Services = device.Services(device.Options{FactoryFile: *factory, Hostname: *hostname})
 	}
 	a, err := firmware.Run(ctx, opts)
 	if bootMode && os.Getpid() == 1 && a == firmware.Halt {

@@ -15,7 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 
-	"meshroot/firmware/router/internal/pipeconn"
+	"meshroot/firmware/internal/pipeconn"
 )
 
 var lanAddr = netip.MustParsePrefix("192.168.1.1/24")

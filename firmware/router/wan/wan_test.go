@@ -13,8 +13,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 
+	"meshroot/firmware/internal/pipeconn"
 	"meshroot/firmware/router/dhcpd"
-	"meshroot/firmware/router/internal/pipeconn"
 )
 
 var wanMAC = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
