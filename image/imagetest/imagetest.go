@@ -135,6 +135,7 @@ func buildShared(tb testing.TB, src, kdir string, b board.Board, key string, o O
 	if m, err := image.ReadManifest(dir); err == nil {
 		if err := image.Verify(dir, m); err == nil {
 			tb.Logf("image %s: reusing %s (built in %.1fs)", b.Name, dir, m.BuildSeconds)
+			markInUse(dir)
 			return dir, m, nil
 		}
 	}
@@ -162,8 +163,27 @@ func buildShared(tb testing.TB, src, kdir string, b board.Board, key string, o O
 		os.RemoveAll(dir)
 		return "", image.Manifest{}, err
 	}
+	markInUse(dir)
 	prune(root, b.Name, name)
 	return dir, m, nil
+}
+
+// inUse holds a shared lock on <image>.use for every image this process handed out, until
+// the process ends, so another test process pruning old images leaves them alone.
+var inUse []*os.File
+
+func markInUse(dir string) {
+	f, err := os.OpenFile(dir+".use", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH) != nil {
+		f.Close()
+		return
+	}
+	mu.Lock()
+	inUse = append(inUse, f)
+	mu.Unlock()
 }
 
 // buildInHelper builds the image in a separate process (image/internal/buildimage, compiled
@@ -252,16 +272,30 @@ func prune(root, boardName, keep string) {
 		if i < keepOthers {
 			continue
 		}
-		// Only remove what nobody is building or using: take the lock without waiting.
-		lock, err := os.OpenFile(filepath.Join(root, o.name+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			continue
+		// Only remove what nobody is building (.lock) or using (.use): take both without waiting.
+		var locks []*os.File
+		free := true
+		for _, ext := range []string{".lock", ".use"} {
+			f, err := os.OpenFile(filepath.Join(root, o.name+ext), os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				free = false
+				break
+			}
+			locks = append(locks, f)
+			if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+				free = false
+				break
+			}
 		}
-		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		if free {
 			os.RemoveAll(filepath.Join(root, o.name))
-			os.Remove(lock.Name())
+			for _, f := range locks {
+				os.Remove(f.Name())
+			}
 		}
-		lock.Close()
+		for _, f := range locks {
+			f.Close()
+		}
 	}
 }
 

@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"meshroot/image"
 )
@@ -74,5 +77,37 @@ func TestKey(t *testing.T) {
 			t.Errorf("Key with %s = Key with %s; want different", tc.name, prev)
 		}
 		seen[k] = tc.name
+	}
+}
+
+func TestPrune(t *testing.T) {
+	root := t.TempDir()
+	names := []string{"b-0000000000000001", "b-0000000000000002", "b-0000000000000003", "b-0000000000000004", "b-0000000000000005", "b-0000000000000006"}
+	for i, n := range names {
+		if err := os.MkdirAll(filepath.Join(root, n), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		when := time.Now().Add(time.Duration(i-10) * time.Hour)
+		if err := os.Chtimes(filepath.Join(root, n), when, when); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := filepath.Join(root, "c-0000000000000001")
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	markInUse(filepath.Join(root, names[0])) // the oldest, but in use
+	prune(root, "b", names[5])
+	var left []string
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		if e.IsDir() {
+			left = append(left, e.Name())
+		}
+	}
+	// Kept: the new one, the 3 newest others, the one in use, and the other board's.
+	want := []string{names[0], names[2], names[3], names[4], names[5], "c-0000000000000001"}
+	if diff := cmp.Diff(want, left); diff != "" {
+		t.Errorf("prune left (-want +got):\n%s", diff)
 	}
 }
