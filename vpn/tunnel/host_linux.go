@@ -58,16 +58,21 @@ func (h LinuxHost) CreateTUN(name string, mtu int) (esp.TUN, error) {
 
 // SetupLink implements Host: the addresses (IPv6 without duplicate address detection, which
 // a point-to-point TUN does not need and which would hold the address back for a second),
-// no IPv6 router solicitations or autoconfiguration on the tunnel, then link up.
+// no IPv6 link-local address, router solicitations or autoconfiguration, and no multicast
+// (MLD reports would be the only traffic of an idle tunnel, and look like data to its
+// liveness check), then link up.
 func (h LinuxHost) SetupLink(name string, addrs []netip.Prefix) error {
 	return h.do(func() error {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			return fmt.Errorf("link %s: %w", name, err)
 		}
-		for _, key := range []string{"accept_ra", "autoconf", "router_solicitations"} {
+		for key, v := range map[string]string{"accept_ra": "0", "autoconf": "0", "router_solicitations": "0", "addr_gen_mode": "1"} {
 			// Best effort: IPv6 may be disabled on the host.
-			_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", name, key), []byte("0"), 0o644)
+			_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", name, key), []byte(v), 0o644)
+		}
+		if err := netlink.LinkSetMulticastOff(l); err != nil {
+			return fmt.Errorf("link %s: multicast off: %w", name, err)
 		}
 		for _, p := range addrs {
 			a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
