@@ -47,6 +47,11 @@ type BSSConfig struct {
 	BeaconProtection bool
 	// Hidden hides the SSID in beacons (ignore_broadcast_ssid=1).
 	Hidden bool
+	// FT enables 802.11r fast BSS transition (nil: off); see FT.
+	FT *FT
+	// Bridge is the bridge hostapd adds the BSS's interface to (bridge=), e.g. br-lan; FT key
+	// holder messages (RRB) also travel there.
+	Bridge string
 }
 
 // Config is a hostapd configuration for one radio, generated from the site profile.
@@ -194,6 +199,10 @@ func (c Config) Validate() error {
 		if c.Channel.Band() == chanplan.Band6G && b.Security != SecurityWPA3 {
 			errs = append(errs, fieldErr(f+".security", "6 GHz allows only wpa3-sae"))
 		}
+		errs = append(errs, b.FT.validate(f+".ft", b.Security)...)
+		if b.Bridge != "" && (!validToken(b.Bridge) || len(b.Bridge) > 15 || strings.ContainsAny(b.Bridge, "/=")) {
+			errs = append(errs, fieldErr(f+".bridge", "%q is not an interface name", b.Bridge))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -291,14 +300,14 @@ func renderBSS(b *strings.Builder, bss BSSConfig, band chanplan.Band) {
 	case SecurityWPA2:
 		w("auth_algs=1")
 		w("wpa=2")
-		w("wpa_key_mgmt=WPA-PSK")
+		w("wpa_key_mgmt=%s", keyMgmt(SecurityWPA2, bss.FT != nil))
 		w("rsn_pairwise=CCMP")
 		w("wpa_passphrase=%s", bss.Passphrase)
 		w("ieee80211w=1")
 	case SecurityWPA3:
 		w("auth_algs=1")
 		w("wpa=2")
-		w("wpa_key_mgmt=SAE")
+		w("wpa_key_mgmt=%s", keyMgmt(SecurityWPA3, bss.FT != nil))
 		w("rsn_pairwise=CCMP")
 		w("sae_password=%s", bss.Passphrase)
 		w("ieee80211w=2")
@@ -310,7 +319,7 @@ func renderBSS(b *strings.Builder, bss BSSConfig, band chanplan.Band) {
 	case SecurityTransition:
 		w("auth_algs=1")
 		w("wpa=2")
-		w("wpa_key_mgmt=WPA-PSK SAE")
+		w("wpa_key_mgmt=%s", keyMgmt(SecurityTransition, bss.FT != nil))
 		w("rsn_pairwise=CCMP")
 		w("wpa_passphrase=%s", bss.Passphrase)
 		w("sae_password=%s", bss.Passphrase)
@@ -330,6 +339,10 @@ func renderBSS(b *strings.Builder, bss BSSConfig, band chanplan.Band) {
 	if bss.BSSTransition {
 		w("bss_transition=1")
 	}
+	if bss.Bridge != "" {
+		w("bridge=%s", bss.Bridge)
+	}
+	bss.FT.render(w)
 }
 
 // printableSSID reports whether ssid can go on an ssid= line as is (printable ASCII without

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type Fake struct {
 	csaActive bool
 	token     int
 	neighbors map[string]string
+	deny      map[string]bool
 	closed    bool
 }
 
@@ -94,6 +96,7 @@ func NewFake(dir, ifname string, st FakeState) (*Fake, error) {
 		monitors:       map[string]*net.UnixAddr{},
 		handlers:       map[string]FakeHandler{},
 		neighbors:      map[string]string{},
+		deny:           map[string]bool{},
 	}
 	f.wg.Add(1)
 	go f.serve()
@@ -317,6 +320,8 @@ func (f *Fake) Default(req string, from *net.UnixAddr) string {
 			return strconv.Itoa(t)
 		}
 		return "OK\n"
+	case "DENY_ACL":
+		return f.denyACL(arg)
 	case "DISASSOCIATE", "DEAUTHENTICATE":
 		fields := strings.Fields(arg)
 		if len(fields) < 1 {
@@ -547,4 +552,71 @@ func (f *Fake) startCAC(spec chanplan.Spec) {
 			EventCACCompleted, spec.Freq, enumFromWidth(spec.Width), spec.Center1))
 		f.Emit(EventAPEnabled + " ")
 	}()
+}
+
+// denyACL plays DENY_ACL ADD_MAC/DEL_MAC/CLEAR: adding disconnects the station, like hostapd.
+func (f *Fake) denyACL(arg string) string {
+	fields := strings.Fields(arg)
+	if len(fields) == 1 && fields[0] == "CLEAR" {
+		f.mu.Lock()
+		f.deny = map[string]bool{}
+		f.mu.Unlock()
+		return "OK\n"
+	}
+	if len(fields) != 2 || (fields[0] != "ADD_MAC" && fields[0] != "DEL_MAC") {
+		return "FAIL\n"
+	}
+	mac, err := net.ParseMAC(fields[1])
+	if err != nil || len(mac) != 6 {
+		return "FAIL\n"
+	}
+	f.mu.Lock()
+	if fields[0] == "DEL_MAC" {
+		delete(f.deny, mac.String())
+		f.mu.Unlock()
+		return "OK\n"
+	}
+	f.deny[mac.String()] = true
+	f.mu.Unlock()
+	f.RemoveStation(mac)
+	return "OK\n"
+}
+
+// Denied lists the deny list's addresses.
+func (f *Fake) Denied() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.deny))
+	for m := range f.deny {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// IsDenied reports whether addr is on the deny list (a station a test associates should check
+// it, as hostapd refuses its authentication).
+func (f *Fake) IsDenied(addr net.HardwareAddr) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.deny[addr.String()]
+}
+
+// RemoveStation disassociates a station (it left, or roamed away) and emits
+// AP-STA-DISCONNECTED; it reports whether the station was there.
+func (f *Fake) RemoveStation(addr net.HardwareAddr) bool {
+	f.mu.Lock()
+	removed := false
+	for i, s := range f.stations {
+		if s.addr.String() == addr.String() {
+			f.stations = append(f.stations[:i], f.stations[i+1:]...)
+			removed = true
+			break
+		}
+	}
+	f.mu.Unlock()
+	if removed {
+		f.Emit(EventSTADisconnected + " " + addr.String())
+	}
+	return removed
 }
