@@ -247,8 +247,8 @@ func TestLabMalformedAndReplayed(t *testing.T) {
 	unknown := append([]byte(nil), espPkt...)
 	binary.BigEndian.PutUint32(unknown, spiIn^0x5a5a5a5a) // nobody's SPI
 	send(us4500, unknown)
-	send(us4500, []byte{1, 2, 3})   // too short to be ESP or IKE
-	send(us4500, ikeResp)           // a replayed IKE response
+	send(us4500, []byte{1, 2, 3}) // too short to be ESP or IKE
+	send(us4500, ikeResp)         // a replayed IKE response
 	tampered := append([]byte(nil), ikeResp...)
 	binary.BigEndian.PutUint32(tampered[4+20:], binary.BigEndian.Uint32(tampered[4+20:])+1) // next message ID
 	tampered[len(tampered)-1] ^= 0xff                                                       // and a broken ICV
