@@ -128,11 +128,6 @@ func (c *Connection) Start(ctx context.Context, cfg Config) error {
 		c.mu.Lock()
 		return err
 	}
-	for _, t := range cc.tunnels {
-		if err := c.addRouteTunnel(t); err != nil {
-			return fail(err)
-		}
-	}
 	if cc.BGP != nil {
 		if err := c.startSpeaker(ctx, cc); err != nil {
 			return fail(err)
@@ -158,17 +153,6 @@ func (cc *compiled) mode() string {
 		return "static routes"
 	}
 	return "BGP"
-}
-
-// addRouteTunnel tells the route manager about a tunnel's device, out of service until the
-// tunnel says otherwise.
-func (c *Connection) addRouteTunnel(t compiledTunnel) error {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if err := c.routes.SetTunnel(route.Tunnel{Name: t.name, Device: t.Device, OnLink: true}); err != nil {
-		return fmt.Errorf("vpn: tunnel %s: routes: %w", t.name, err)
-	}
-	return c.routes.SetTunnelUp(t.name, false)
 }
 
 func (c *Connection) setStatic(name string, prefixes []netip.Prefix) error {
@@ -269,7 +253,8 @@ func tunnelConfig(cc *compiled, t compiledTunnel) tunnel.Config {
 	return tc
 }
 
-// startTunnel starts one tunnel (c.mu held).
+// startTunnel starts one tunnel and gives its device to the route manager, out of service
+// until the tunnel says otherwise (c.mu held). The tunnel's events wait for rmu until then.
 func (c *Connection) startTunnel(t compiledTunnel) error {
 	tr, err := c.transport(t)
 	if err != nil {
@@ -277,6 +262,8 @@ func (c *Connection) startTunnel(t compiledTunnel) error {
 	}
 	c.sink.Add(string(t.PSK))
 	run := &tunnelRun{cfg: t}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	tun, err := tunnel.New(tunnelConfig(c.cfg, t), tunnel.Options{
 		Transport: tr, Host: c.Host, Log: c.sink, Logger: c.log.With("part", "tunnel"),
 		OnEvent: func(e tunnel.Event) { c.onTunnel(run, e) },
@@ -286,6 +273,13 @@ func (c *Connection) startTunnel(t compiledTunnel) error {
 	}
 	run.tun = tun
 	c.tunnels[t.name] = run
+	err = c.routes.SetTunnel(route.Tunnel{Name: t.name, Device: t.Device, OnLink: true})
+	if err == nil {
+		err = c.routes.SetTunnelUp(t.name, tun.Usable())
+	}
+	if err != nil {
+		return fmt.Errorf("vpn: tunnel %s: routes: %w", t.name, err)
+	}
 	return nil
 }
 
@@ -532,10 +526,6 @@ func (c *Connection) Update(cfg Config) error {
 		}
 	}
 	for _, t := range start {
-		if err := c.addRouteTunnel(t); err != nil {
-			errs = append(errs, err)
-			continue
-		}
 		if cc.BGP == nil {
 			errs = append(errs, c.setStatic(t.name, cc.RemotePrefixes))
 		}
