@@ -339,7 +339,10 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 	defer os.RemoveAll(tmp)
 	rawPath := filepath.Join(tmp, "initramfs.cpio")
 
-	env := golang.Default(golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH(b.Arch), golang.WithWorkingDir(src))
+	// gosh is built with its liner editor (-tags goshliner): the default bubbline editor waits for
+	// terminal answers over the serial line and drops or hangs on typed input (seen in the VM
+	// tests and by field engineers on slow consoles).
+	env := golang.Default(golang.DisableCGO(), golang.WithGOOS("linux"), golang.WithGOARCH(b.Arch), golang.WithWorkingDir(src), golang.WithBuildTag("goshliner"))
 	if env.GOROOT == "" || !fileExists(filepath.Join(env.GOROOT, "bin", "go")) {
 		if env.GOROOT = goRoot(); env.GOROOT == "" {
 			return Manifest{}, errors.New("image: Go toolchain not found (put go on PATH)")
