@@ -268,13 +268,23 @@ func (r *Router) runFirewall(ctx context.Context, up func()) error {
 		return firmware.Permanent(fmt.Errorf("firewall: %w", err))
 	}
 	lanCfg, _ := r.lan()
+	// The whole table once; later only the wan_in chain (the peers), so the hooks and NAT are
+	// never re-registered under established connections.
+	applied := false
 	apply := func() error {
 		r.mu.Lock()
 		peers := slices.Clone(r.peers)
 		r.mu.Unlock()
-		rs, err := nft.Build(nft.Config{WAN: port, LAN: lanCfg.Bridge, TunnelPrefix: vpnhook.TunnelPrefix, IKEPeers: peers})
-		if err == nil {
-			err = r.opts.NFT.Apply(rs)
+		var err error
+		if applied {
+			err = r.opts.NFT.UpdateChain(nft.Table, nft.WANIn(peers))
+		} else {
+			var rs nft.Ruleset
+			rs, err = nft.Build(nft.Config{WAN: port, LAN: lanCfg.Bridge, TunnelPrefix: vpnhook.TunnelPrefix, IKEPeers: peers})
+			if err == nil {
+				err = r.opts.NFT.Apply(rs)
+			}
+			applied = err == nil
 		}
 		r.mu.Lock()
 		if err != nil {

@@ -364,6 +364,9 @@ func TestDeviceEndToEnd(t *testing.T) {
 		rs, _, _ := r.nft.Table(nft.Table)
 		return strings.Contains(rs.String(), "ip saddr 198.51.100.2 udp dport 4500 accept") && strings.Contains(rs.String(), "ip saddr 203.0.113.2 udp dport 500 accept")
 	})
+	if _, applies, _ := r.nft.Table(nft.Table); applies != 1 || r.nft.Updates() < 1 {
+		t.Errorf("firewall: %d table applies, %d chain updates; want the table once, then wan_in updates", applies, r.nft.Updates())
+	}
 
 	// The device's logs reach the cloud's ingest.
 	waitFor(t, "device logs in the cloud", func() bool {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -18,6 +19,8 @@ import (
 // by comment.
 type Kernel interface {
 	Apply(rs Ruleset) error
+	// UpdateChain replaces the rules of one regular chain of an applied table in one batch.
+	UpdateChain(table string, c Chain) error
 	Delete(table string) error
 	Counters(table string) (map[string]uint64, error)
 }
@@ -60,7 +63,17 @@ func (n Netlink) Apply(rs Ruleset) error {
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+	// Regular chains first: the base chains' jumps refer to them.
+	chains := map[string]*nftables.Chain{}
 	for _, ch := range rs.Chains {
+		if ch.Hook == "" {
+			chains[ch.Name] = c.AddChain(&nftables.Chain{Name: ch.Name, Table: t})
+		}
+	}
+	for _, ch := range rs.Chains {
+		if ch.Hook == "" {
+			continue
+		}
 		typ := nftables.ChainTypeFilter
 		if ch.Type == "nat" {
 			typ = nftables.ChainTypeNAT
@@ -70,15 +83,44 @@ func (n Netlink) Apply(rs Ruleset) error {
 			pol = nftables.ChainPolicyDrop
 		}
 		prio := nftables.ChainPriority(ch.Priority)
-		nc := c.AddChain(&nftables.Chain{Name: ch.Name, Table: t, Type: typ, Hooknum: hooks[ch.Hook],
+		chains[ch.Name] = c.AddChain(&nftables.Chain{Name: ch.Name, Table: t, Type: typ, Hooknum: hooks[ch.Hook],
 			Priority: &prio, Policy: &pol})
-		for _, r := range ch.Rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: nc, Exprs: Exprs(r),
-				UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment)})
-		}
+	}
+	for _, ch := range rs.Chains {
+		addRules(c, t, chains[ch.Name], ch.Rules)
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: apply table %s: %w", rs.Table, err)
+	}
+	return nil
+}
+
+func addRules(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, rules []Rule) {
+	for _, r := range rules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: Exprs(r),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment)})
+	}
+}
+
+// UpdateChain flushes a regular chain and adds its new rules in one batch: packets see the old
+// rules or the new ones.
+func (n Netlink) UpdateChain(table string, ch Chain) error {
+	if ch.Hook != "" {
+		return fmt.Errorf("nftables: %s is a base chain; Apply the table instead", ch.Name)
+	}
+	if err := ch.validate(); err != nil {
+		return err
+	}
+	c, err := n.conn()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
+	nc := &nftables.Chain{Name: ch.Name, Table: t}
+	c.FlushChain(nc)
+	addRules(c, t, nc, ch.Rules)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: update chain %s: %w", ch.Name, err)
 	}
 	return nil
 }
@@ -222,6 +264,8 @@ func Exprs(r Rule) []expr.Any {
 		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 	case "masquerade":
 		e = append(e, &expr.Masq{})
+	case "jump":
+		e = append(e, &expr.Verdict{Kind: expr.VerdictJump, Chain: r.Target})
 	}
 	return e
 }
@@ -231,6 +275,7 @@ type Fake struct {
 	mu      sync.Mutex
 	tables  map[string]Ruleset
 	applies int
+	updates int
 	// Fail makes Apply fail (and leave the table as it was).
 	Fail error
 	// Packets are what Counters returns.
@@ -253,6 +298,40 @@ func (f *Fake) Apply(rs Ruleset) error {
 	f.tables[rs.Table] = rs
 	f.applies++
 	return nil
+}
+
+// UpdateChain replaces a regular chain of an applied table.
+func (f *Fake) UpdateChain(table string, c Chain) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Fail != nil {
+		return f.Fail
+	}
+	rs, ok := f.tables[table]
+	if !ok {
+		return errors.New("fake nftables: no such table")
+	}
+	for i, old := range rs.Chains {
+		if old.Name == c.Name && old.Hook == "" {
+			chains := slices.Clone(rs.Chains)
+			chains[i] = c
+			rs.Chains = chains
+			f.tables[table] = rs
+			f.updates++
+			return nil
+		}
+	}
+	return fmt.Errorf("fake nftables: no regular chain %s", c.Name)
+}
+
+// Updates is how many UpdateChain calls succeeded.
+func (f *Fake) Updates() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.updates
 }
 
 // Delete forgets the table.

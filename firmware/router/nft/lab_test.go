@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -196,7 +197,7 @@ func TestLabFirewall(t *testing.T) {
 	}
 
 	k := Netlink{NetNSFd: f.nsFd}
-	rs, err := Build(Config{WAN: "wan0", LAN: "lan0", TunnelPrefix: "mrtun", IKEPeers: []netip.Addr{netip.MustParseAddr("198.51.100.2")}})
+	rs, err := Build(Config{WAN: "wan0", LAN: "lan0", TunnelPrefix: "mrtun"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +207,49 @@ func TestLabFirewall(t *testing.T) {
 	// Applying again replaces the table in one batch (no "exists" error, no window without rules).
 	if err := k.Apply(rs); err != nil {
 		t.Fatalf("second Apply() = %v", err)
+	}
+	// A LAN connection through NAT, open while the profile's peers arrive: replacing wan_in
+	// leaves it alone.
+	var echoLn net.Listener
+	if err := f.wan.Do(func() (err error) { echoLn, err = net.Listen("tcp4", "198.18.0.1:7003"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer echoLn.Close()
+	go func() {
+		c, err := echoLn.Accept()
+		if err == nil {
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	var long net.Conn
+	if err := f.lanHost.Do(func() (err error) { long, err = net.DialTimeout("tcp4", "198.18.0.1:7003", time.Second); return err }); err != nil {
+		t.Fatalf("LAN -> WAN before the update: %v", err)
+	}
+	defer long.Close()
+	echo := func(msg string) error {
+		long.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(long, msg); err != nil {
+			return err
+		}
+		b := make([]byte, len(msg))
+		_, err := io.ReadFull(long, b)
+		return err
+	}
+	if err := echo("before\n"); err != nil {
+		t.Fatalf("echo through NAT: %v", err)
+	}
+	if err := sendUDP(f.wan, "198.51.100.2", "100.64.0.2:500"); err != nil {
+		t.Fatal(err)
+	}
+	if src, ok := received(ike500, 500*time.Millisecond); ok {
+		t.Errorf("IKE from %s accepted before the peers were known", src)
+	}
+	if err := k.UpdateChain(Table, WANIn([]netip.Addr{netip.MustParseAddr("198.51.100.2")})); err != nil {
+		t.Fatalf("UpdateChain(wan_in) = %v", err)
+	}
+	if err := echo("after the update\n"); err != nil {
+		t.Errorf("the NATed connection after UpdateChain: %v", err)
 	}
 
 	t.Run("LAN to WAN is masqueraded", func(t *testing.T) {

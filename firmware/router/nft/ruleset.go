@@ -6,9 +6,10 @@
 //
 //   - input (policy drop): established/related accepted, invalid dropped, loopback and the LAN
 //     bridge accepted (DHCP, DNS, status, onboarding), the tunnels accepted (BGP over the inside
-//     addresses), from the WAN only DHCP client replies, IKE/NAT-T (UDP 500 and 4500) from the
-//     profile's concentrator endpoints and IPv6 neighbour discovery; everything else is counted
-//     and dropped.
+//     addresses), from the WAN (chain wan_in) only DHCP client replies, IKE/NAT-T (UDP 500 and
+//     4500) from the profile's concentrator endpoints and IPv6 neighbour discovery; everything
+//     else is counted and dropped. wan_in is replaced on its own when the profile changes
+//     (UpdateChain), without touching the hooks or NAT (established connections keep flowing).
 //   - forward (policy drop): established/related accepted, invalid dropped, LAN → WAN,
 //     LAN → tunnels, tunnels → LAN and LAN → LAN accepted; WAN → LAN (and all else) counted and
 //     dropped.
@@ -58,21 +59,35 @@ type Rule struct {
 	// ICMPv6Type matches the ICMPv6 type when HasICMPv6Type.
 	ICMPv6Type    uint8
 	HasICMPv6Type bool
-	// Verdict is "accept", "drop" or "masquerade"; Counter counts matching packets.
+	// Verdict is "accept", "drop", "masquerade" or "jump" (to the regular chain Target);
+	// Counter counts matching packets.
 	Verdict string
+	Target  string
 	Counter bool
 }
 
-// Chain is a base chain of the table.
+// Chain is a chain of the table: a base chain (with a Hook) or a regular chain (Hook "",
+// reached by jumps; when its rules are done, the calling chain continues).
 type Chain struct {
 	Name string
 	// Type is "filter" or "nat"; Hook "prerouting", "input", "forward", "output" or
-	// "postrouting"; Priority the hook priority (filter 0, srcnat 100).
+	// "postrouting"; Priority the hook priority (filter 0, srcnat 100). All empty for a
+	// regular chain.
 	Type, Hook string
 	Priority   int
-	// Policy is "accept" or "drop".
+	// Policy is "accept" or "drop" (base chains).
 	Policy string
 	Rules  []Rule
+}
+
+// Chain returns the chain named name.
+func (rs Ruleset) Chain(name string) (Chain, bool) {
+	for _, c := range rs.Chains {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Chain{}, false
 }
 
 // Ruleset is the whole table.
@@ -88,7 +103,34 @@ func (rs Ruleset) Validate() error {
 	if rs.Table == "" {
 		return errors.New("nft: table name is empty")
 	}
+	regular := map[string]bool{}
 	for _, c := range rs.Chains {
+		if c.Hook == "" {
+			regular[c.Name] = true
+		}
+	}
+	for _, c := range rs.Chains {
+		if err := c.validate(); err != nil {
+			return err
+		}
+		for i, r := range c.Rules {
+			if r.Verdict == "jump" && !regular[r.Target] {
+				return fmt.Errorf("nft: chain %s rule %d (%s): jump to %q: no such regular chain", c.Name, i, r.Comment, r.Target)
+			}
+		}
+	}
+	return nil
+}
+
+func (c Chain) validate() error {
+	if c.Name == "" || len(c.Name) > 64 {
+		return fmt.Errorf("nft: chain name %q", c.Name)
+	}
+	if c.Hook == "" {
+		if c.Type != "" || c.Policy != "" || c.Priority != 0 {
+			return fmt.Errorf("nft: regular chain %s: no type, priority or policy", c.Name)
+		}
+	} else {
 		switch c.Type {
 		case "filter", "nat":
 		default:
@@ -102,10 +144,10 @@ func (rs Ruleset) Validate() error {
 		if c.Policy != "accept" && c.Policy != "drop" {
 			return fmt.Errorf("nft: chain %s: policy %q: want accept or drop", c.Name, c.Policy)
 		}
-		for i, r := range c.Rules {
-			if err := r.validate(); err != nil {
-				return fmt.Errorf("nft: chain %s rule %d (%s): %w", c.Name, i, r.Comment, err)
-			}
+	}
+	for i, r := range c.Rules {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("nft: chain %s rule %d (%s): %w", c.Name, i, r.Comment, err)
 		}
 	}
 	return nil
@@ -152,6 +194,13 @@ func (r Rule) validate() error {
 	}
 	switch r.Verdict {
 	case "accept", "drop", "masquerade":
+		if r.Target != "" {
+			return errors.New("a jump target without the jump verdict")
+		}
+	case "jump":
+		if r.Target == "" {
+			return errors.New("jump without a target")
+		}
 	default:
 		return fmt.Errorf("verdict %q", r.Verdict)
 	}
@@ -202,6 +251,9 @@ func (r Rule) String() string {
 		f = append(f, "counter")
 	}
 	f = append(f, r.Verdict)
+	if r.Verdict == "jump" {
+		f = append(f, r.Target)
+	}
 	return strings.Join(f, " ")
 }
 
@@ -210,7 +262,10 @@ func (rs Ruleset) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
 	for _, c := range rs.Chains {
-		fmt.Fprintf(&b, "\tchain %s {\n\t\ttype %s hook %s priority %d; policy %s;\n", c.Name, c.Type, c.Hook, c.Priority, c.Policy)
+		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+		if c.Hook != "" {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy %s;\n", c.Type, c.Hook, c.Priority, c.Policy)
+		}
 		for _, r := range c.Rules {
 			fmt.Fprintf(&b, "\t\t%s", r)
 			if r.Comment != "" {
@@ -261,9 +316,7 @@ func Build(c Config) (Ruleset, error) {
 	if err := c.Validate(); err != nil {
 		return Ruleset{}, err
 	}
-	peers := slices.Clone(c.IKEPeers)
-	slices.SortFunc(peers, func(a, b netip.Addr) int { return a.Compare(b) })
-	peers = slices.Compact(peers)
+	peers := c.IKEPeers
 
 	in := []Rule{
 		{Comment: "input: replies", CtState: []string{"established", "related"}, Verdict: "accept"},
@@ -274,23 +327,12 @@ func Build(c Config) (Ruleset, error) {
 	if c.TunnelPrefix != "" {
 		in = append(in, Rule{Comment: "input: tunnels (BGP)", IIFPrefix: c.TunnelPrefix, Verdict: "accept"})
 	}
-	in = append(in, Rule{Comment: "input: DHCP client replies", IIF: c.WAN, NFProto: "ipv4", L4Proto: "udp", SPort: 67, DPort: 68, Verdict: "accept"})
-	for _, p := range peers {
-		p = p.Unmap()
-		fam := "ipv4"
-		if p.Is6() {
-			fam = "ipv6"
-		}
-		for _, port := range []uint16{500, 4500} {
-			in = append(in, Rule{Comment: fmt.Sprintf("input: IKE from %s", p), IIF: c.WAN, NFProto: fam, SAddr: p, L4Proto: "udp", DPort: port, Verdict: "accept"})
-		}
-	}
-	// Neighbour discovery (router/neighbour solicitation and advertisement, redirect).
-	for _, t := range []uint8{133, 134, 135, 136, 137} {
-		in = append(in, Rule{Comment: "input: IPv6 neighbour discovery", IIF: c.WAN, NFProto: "ipv6", L4Proto: "icmpv6", ICMPv6Type: t, HasICMPv6Type: true, Verdict: "accept"})
-	}
-	in = append(in, Rule{Comment: CommentInputDrop, Counter: true, Verdict: "drop"})
-
+	in = append(in, Rule{Comment: "input: from the WAN", IIF: c.WAN, Verdict: "jump", Target: ChainWANIn},
+		Rule{Comment: CommentInputDrop, Counter: true, Verdict: "drop"})
+	rs := Ruleset{Table: Table, Chains: []Chain{
+		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Policy: "drop", Rules: in},
+		WANIn(peers),
+	}}
 	fwd := []Rule{
 		{Comment: "forward: replies", CtState: []string{"established", "related"}, Verdict: "accept"},
 		{Comment: "forward: invalid", CtState: []string{"invalid"}, Verdict: "drop"},
@@ -304,13 +346,39 @@ func Build(c Config) (Ruleset, error) {
 		)
 	}
 	fwd = append(fwd, Rule{Comment: CommentForwardDrop, Counter: true, Verdict: "drop"})
-
-	rs := Ruleset{Table: Table, Chains: []Chain{
-		{Name: "input", Type: "filter", Hook: "input", Priority: 0, Policy: "drop", Rules: in},
-		{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Policy: "drop", Rules: fwd},
-		{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Policy: "accept", Rules: []Rule{
+	rs.Chains = append(rs.Chains,
+		Chain{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Policy: "drop", Rules: fwd},
+		Chain{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Policy: "accept", Rules: []Rule{
 			{Comment: "nat: masquerade to the WAN", OIF: c.WAN, NFProto: "ipv4", Verdict: "masquerade"},
-		}},
-	}}
+		}})
 	return rs, rs.Validate()
+}
+
+// ChainWANIn is the regular chain holding what the WAN may send to the router itself: it
+// changes with the profile (the concentrator's endpoints), and is replaced on its own
+// (Kernel.UpdateChain) so that the base chains, their hooks and NAT stay untouched.
+const ChainWANIn = "wan_in"
+
+// WANIn returns the wan_in chain: DHCP client replies, IKE/NAT-T from the peers, IPv6
+// neighbour discovery.
+func WANIn(peers []netip.Addr) Chain {
+	peers = slices.Clone(peers)
+	slices.SortFunc(peers, func(a, b netip.Addr) int { return a.Compare(b) })
+	peers = slices.Compact(peers)
+	in := []Rule{{Comment: "wan: DHCP client replies", NFProto: "ipv4", L4Proto: "udp", SPort: 67, DPort: 68, Verdict: "accept"}}
+	for _, p := range peers {
+		p = p.Unmap()
+		fam := "ipv4"
+		if p.Is6() {
+			fam = "ipv6"
+		}
+		for _, port := range []uint16{500, 4500} {
+			in = append(in, Rule{Comment: fmt.Sprintf("wan: IKE from %s", p), NFProto: fam, SAddr: p, L4Proto: "udp", DPort: port, Verdict: "accept"})
+		}
+	}
+	// Neighbour discovery (router/neighbour solicitation and advertisement, redirect).
+	for _, t := range []uint8{133, 134, 135, 136, 137} {
+		in = append(in, Rule{Comment: "wan: IPv6 neighbour discovery", NFProto: "ipv6", L4Proto: "icmpv6", ICMPv6Type: t, HasICMPv6Type: true, Verdict: "accept"})
+	}
+	return Chain{Name: ChainWANIn, Rules: in}
 }

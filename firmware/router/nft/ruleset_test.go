@@ -35,20 +35,26 @@ func TestBuild(t *testing.T) {
 		`iifname "lo" accept`,
 		`iifname "br-lan" accept`,
 		`iifname "mrtun*" accept`,
-		`iifname "eth0" meta nfproto ipv4 udp sport 67 udp dport 68 accept`,
-		`iifname "eth0" ip saddr 198.51.100.2 udp dport 500 accept`,
-		`iifname "eth0" ip saddr 198.51.100.2 udp dport 4500 accept`,
-		`iifname "eth0" ip saddr 203.0.113.2 udp dport 500 accept`,
-		`iifname "eth0" ip saddr 203.0.113.2 udp dport 4500 accept`,
-		`iifname "eth0" meta nfproto ipv6 icmpv6 type 133 accept`,
-		`iifname "eth0" meta nfproto ipv6 icmpv6 type 134 accept`,
-		`iifname "eth0" meta nfproto ipv6 icmpv6 type 135 accept`,
-		`iifname "eth0" meta nfproto ipv6 icmpv6 type 136 accept`,
-		`iifname "eth0" meta nfproto ipv6 icmpv6 type 137 accept`,
+		`iifname "eth0" jump wan_in`,
 		`counter drop`,
 	}
 	if diff := cmp.Diff(wantIn, rulesOf(rs, "input")); diff != "" {
 		t.Errorf("input chain (-want +got):\n%s", diff)
+	}
+	wantWAN := []string{
+		`meta nfproto ipv4 udp sport 67 udp dport 68 accept`,
+		`ip saddr 198.51.100.2 udp dport 500 accept`,
+		`ip saddr 198.51.100.2 udp dport 4500 accept`,
+		`ip saddr 203.0.113.2 udp dport 500 accept`,
+		`ip saddr 203.0.113.2 udp dport 4500 accept`,
+		`meta nfproto ipv6 icmpv6 type 133 accept`,
+		`meta nfproto ipv6 icmpv6 type 134 accept`,
+		`meta nfproto ipv6 icmpv6 type 135 accept`,
+		`meta nfproto ipv6 icmpv6 type 136 accept`,
+		`meta nfproto ipv6 icmpv6 type 137 accept`,
+	}
+	if diff := cmp.Diff(wantWAN, rulesOf(rs, ChainWANIn)); diff != "" {
+		t.Errorf("wan_in chain (-want +got):\n%s", diff)
 	}
 	wantFwd := []string{
 		`ct state established,related accept`,
@@ -66,7 +72,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("postrouting = %q; want %q", got, want)
 	}
 	for _, c := range rs.Chains {
-		if c.Hook != "postrouting" && c.Policy != "drop" {
+		if c.Hook != "postrouting" && c.Hook != "" && c.Policy != "drop" {
 			t.Errorf("chain %s policy = %s; want drop", c.Name, c.Policy)
 		}
 	}
@@ -115,6 +121,9 @@ func TestRuleValidate(t *testing.T) {
 		{NFProto: "ipv6", SAddr: netip.MustParseAddr("192.0.2.1"), Verdict: "accept"},
 		{IIF: "eth0", IIFPrefix: "eth", Verdict: "accept"},
 		{HasICMPv6Type: true, L4Proto: "udp", Verdict: "accept"},
+		{Verdict: "jump"},
+		{Verdict: "jump", Target: "nowhere"},
+		{Verdict: "accept", Target: "c"},
 	} {
 		rs := Ruleset{Table: "t", Chains: []Chain{{Name: "c", Type: "filter", Hook: "input", Policy: "drop", Rules: []Rule{r}}}}
 		if err := rs.Validate(); err == nil {
@@ -168,5 +177,16 @@ func TestFake(t *testing.T) {
 	got, n, ok := f.Table(Table)
 	if !ok || n != 1 || !cmp.Equal(got, rs, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })) {
 		t.Errorf("Table() = %v, %d applies; want the first ruleset in force after the failed apply", ok, n)
+	}
+	f.Fail = nil
+	if err := f.UpdateChain(Table, WANIn([]netip.Addr{netip.MustParseAddr("198.51.100.2")})); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ = f.Table(Table)
+	if r := rulesOf(got, ChainWANIn); len(r) != 8 || f.Updates() != 1 {
+		t.Errorf("wan_in after UpdateChain = %q", r)
+	}
+	if err := f.UpdateChain(Table, Chain{Name: "input", Type: "filter", Hook: "input", Policy: "drop"}); err == nil {
+		t.Errorf("UpdateChain(base chain) = nil; want an error")
 	}
 }

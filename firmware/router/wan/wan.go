@@ -504,6 +504,7 @@ func (s *Service) bind(l *nclient4.Lease) error {
 			dns = append(dns, a)
 		}
 	}
+	first := s.State().Address != addr
 	if err := s.apply(addr, gw, dns); err != nil {
 		return err
 	}
@@ -524,7 +525,6 @@ func (s *Service) bind(l *nclient4.Lease) error {
 		t2 = lt * 7 / 8
 	}
 	server, _ := netip.AddrFromSlice(ack.ServerIdentifier().To4())
-	first := s.State().Address != addr
 	s.setLease(l)
 	s.update(func(st *State) {
 		st.Phase, st.Server, st.LastError = PhaseBound, server, ""
