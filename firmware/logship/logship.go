@@ -7,6 +7,11 @@
 // /metrics). An upload that fails puts its lines back in front of newer ones (within the bounds),
 // so delivery is at least once and in order.
 //
+// Delivery is at least once: an upload whose answer is lost (the uplink fails while it is in
+// flight, and the HTTP client's retry or ours sends it again) reaches the cloud twice. Every line
+// therefore carries "log_id": "<boot id>-<sequence>", unique per device boot, so the ingest (or
+// whoever reads it) can drop duplicates.
+//
 // Why not provision/agent's LogShipper: it bounds lines but not bytes, has no counters for the
 // status API and metrics, and takes only slog records; the VPN's records need their own
 // translation (the tunnel's outside address as the ingest's "tunnel" field).
@@ -15,6 +20,8 @@ package logship
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -66,6 +73,8 @@ type Shipper struct {
 	unreported uint64 // dropped since the last successful upload
 	stats      Stats
 	wake       chan struct{}
+	boot       string // this boot's id for log_id
+	seq        uint64
 }
 
 // New returns a shipper.
@@ -88,7 +97,23 @@ func New(cfg Config) *Shipper {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Shipper{cfg: cfg, wake: make(chan struct{}, 1)}
+	var b [4]byte
+	rand.Read(b[:])
+	return &Shipper{cfg: cfg, wake: make(chan struct{}, 1), boot: hex.EncodeToString(b[:])}
+}
+
+// withID puts "log_id" first in a JSON object line (caller holds mu).
+func (s *Shipper) withID(line []byte) []byte {
+	if len(line) < 2 || line[0] != '{' {
+		return line
+	}
+	s.seq++
+	id := fmt.Sprintf(`{"log_id":"%s-%d"`, s.boot, s.seq)
+	rest := bytes.TrimLeft(line[1:], " ")
+	if len(rest) > 0 && rest[0] != '}' {
+		id += ","
+	}
+	return append([]byte(id), rest...)
 }
 
 // Write takes one JSON line (slog's JSON handler writes one record per call); it never fails.
@@ -113,6 +138,7 @@ func (s *Shipper) add(line []byte) {
 		s.stats.Dropped++
 		return
 	}
+	line = s.withID(line)
 	for len(s.lines) > 0 && (len(s.lines) >= s.cfg.MaxLines || s.bytes+len(line) > s.cfg.MaxBytes) {
 		s.bytes -= len(s.lines[0])
 		s.lines[0] = nil

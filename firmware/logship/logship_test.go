@@ -169,3 +169,30 @@ func TestTunnelOf(t *testing.T) {
 		}
 	}
 }
+
+func TestLogIDs(t *testing.T) {
+	s := New(Config{})
+	s.Write([]byte(`{"msg":"a"}`))
+	s.Write([]byte(`{}`))
+	s.Write([]byte(`not json`))
+	body, _, _ := s.take()
+	lines := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+	seen := map[string]bool{}
+	for _, l := range lines[:2] {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		id, _ := m["log_id"].(string)
+		if id == "" || seen[id] || !strings.HasPrefix(id, s.boot+"-") {
+			t.Errorf("line %q: log_id %q; want a new id of this boot", l, id)
+		}
+		seen[id] = true
+	}
+	if lines[2] != "not json" {
+		t.Errorf("a non-object line was changed: %q", lines[2])
+	}
+	if New(Config{}).boot == s.boot {
+		t.Errorf("two shippers share a boot id")
+	}
+}
