@@ -469,6 +469,7 @@ func LoadFactory(root, file string, wait time.Duration) (*identity.Factory, stri
 		return f, file, err
 	}
 	p := filepath.Join(root, FwCfgFactory)
+	fwcfg := filepath.Join(root, "sys/firmware/qemu_fw_cfg")
 	deadline := time.Now().Add(wait)
 	for {
 		b, err := os.ReadFile(p)
@@ -476,7 +477,10 @@ func LoadFactory(root, file string, wait time.Duration) (*identity.Factory, stri
 			f, err := identity.ParseFactory(b)
 			return f, "fw_cfg opt/meshroot/factory", err
 		}
-		if !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+		// Wait only while the fw_cfg driver is not there yet; once it is, the blob is either
+		// listed or was not given to this VM.
+		_, derr := os.Stat(fwcfg)
+		if !errors.Is(err, os.ErrNotExist) || derr == nil || time.Now().After(deadline) {
 			return nil, "", fmt.Errorf("no factory data: %w (QEMU: -fw_cfg name=opt/meshroot/factory,file=FILE; meshd -factory FILE)", err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -583,8 +587,13 @@ func (r *Router) runOTA(ctx context.Context, up func()) error {
 		if a := r.getAgent(); a != nil {
 			cl = a.Client()
 		}
+		if cl != nil && loc.RepositoryURL != "" {
+			break // the location from an earlier boot: a trial must be judged without waiting on the cloud
+		}
 		if cl != nil {
-			info, err := cl.OTA(ctx)
+			octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+			info, err := cl.OTA(octx)
+			ocancel()
 			if err == nil && info.RepositoryURL != "" {
 				n := OTALocation{RepositoryURL: info.RepositoryURL, Channel: info.Channel}
 				if a := r.getAgent(); a != nil {

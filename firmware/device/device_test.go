@@ -120,6 +120,20 @@ func newRig(t *testing.T) *rig {
 
 	// The cloud: a site with a VPN whose PSKs are in its secret store.
 	r.cloud = devcloudtest.Start(t, "", devcloud.Config{})
+	r.reseed(t)
+	fac, label, err := identity.NewFactory("MR-DEV-0001", "qemu", setupCode, 0x123, pake.MinIterations, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.label = label
+	fb, _ := fac.Marshal()
+	mkfile(t, r.root, FwCfgFactory, fb) // as QEMU's fw_cfg driver shows it
+	return r
+}
+
+// reseed creates the lab site with its VPN and a claim in r.cloud.
+func (r *rig) reseed(t *testing.T) {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := r.cloud.Op.CreateSite(ctx, api.CreateSiteRequest{ID: "lab-site", Name: "Lab", WiFiSSID: "Meshroot", Country: "DE"}); err != nil {
 		t.Fatal(err)
@@ -138,14 +152,6 @@ func newRig(t *testing.T) *rig {
 	if r.claim, err = r.cloud.Op.Claim(ctx, "lab-site", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	fac, label, err := identity.NewFactory("MR-DEV-0001", "qemu", setupCode, 0x123, pake.MinIterations, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.label = label
-	fb, _ := fac.Marshal()
-	mkfile(t, r.root, FwCfgFactory, fb) // as QEMU's fw_cfg driver shows it
-	return r
 }
 
 func testVPN() *profile.VPN {
