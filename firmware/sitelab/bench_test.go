@@ -33,7 +33,7 @@ func BenchmarkVMZeroTouch(b *testing.B) {
 	var rss []float64
 	var initramfs, raw int64
 	for i := 0; i < runs; i++ {
-		b.Run(fmt.Sprintf("run%d", i), func(b *testing.B) {
+		func() {
 			w := newWorld(b, time.Hour)
 			initramfs, raw = w.img.Initramfs.Size, w.img.RawSize
 			vm := w.boot(b, "zt")
@@ -81,7 +81,7 @@ func BenchmarkVMZeroTouch(b *testing.B) {
 			st := w.waitStatus(b, "the VPN plan", time.Minute, func(st status.Status) bool { return st.VPN.State == vpnhook.StateUnavailable })
 			rss = append(rss, float64(st.Memory.RSSBytes)/(1<<20))
 			vm.Stop()
-		})
+		}()
 	}
 	if len(times) == 0 {
 		return
