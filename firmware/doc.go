@@ -34,6 +34,12 @@
 //     MESHROOT-READY {"board":"qemu-virt-arm64","version":"0.1.0","services":["data","lan","watchdog","console"],"uptime_ms":2345}
 //     (one line; uptime_ms is the kernel's uptime, i.e. boot to ready).
 //
+// On the device, meshd adds the router's services through Options.Services (firmware/device):
+// firewall (firmware/router/nft), wan (firmware/router/wan), dhcp (firmware/router/dhcpd), dns
+// (firmware/router/dns), status (firmware/status: GET /status and /metrics on the LAN),
+// provision (provision/agent), vpn (firmware/vpnhook), ota (ota.Updater) and logship
+// (firmware/logship); firmware/sitelab runs the image in a virtual site for the VM tests.
+//
 // Stopping: cancelling Run's context (SIGTERM/SIGINT in meshd) stops the services and returns
 // (meshd exits; u-root's init then starts its shell). Options.Actions (SIGUSR1, SIGUSR2) stop
 // them and then reboot or power off. Request (meshd -poweroff/-reboot/-halt) sends the signal
