@@ -456,6 +456,9 @@ func (s *Service) sleepWatching(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// maxLease caps the lease length the uplink plans with.
+const maxLease = 7 * 24 * time.Hour
+
 // retryWait is RFC 2131 4.4.5's "half the remaining time" (at least 1 s, at most 60 s: a
 // router should notice a returning upstream within a minute).
 func retryWait(left time.Duration) time.Duration {
@@ -516,13 +519,15 @@ func (s *Service) bind(l *nclient4.Lease) error {
 	if lt <= 0 {
 		lt = time.Hour
 	}
+	// An "infinite" (0xffffffff) or very long lease is still confirmed weekly.
+	lt = min(lt, maxLease)
 	t1 := ack.IPAddressRenewalTime(lt / 2)
-	t2 := ack.IPAddressRebindingTime(lt * 7 / 8)
-	if t1 <= 0 || t1 > lt {
+	t2 := ack.IPAddressRebindingTime(lt / 8 * 7)
+	if t1 <= 0 || t1 >= lt {
 		t1 = lt / 2
 	}
-	if t2 <= t1 || t2 > lt {
-		t2 = lt * 7 / 8
+	if t2 <= t1 || t2 >= lt {
+		t2 = max(lt/8*7, t1+(lt-t1)/2)
 	}
 	server, _ := netip.AddrFromSlice(ack.ServerIdentifier().To4())
 	s.setLease(l)
