@@ -12,9 +12,12 @@
 // owns the process and its console), where each TAP is bridged to a veth "cable" leading to
 // the other namespaces: the router's ports are plugged into the lab like real cables, and the
 // WAN can be cut from the ISP's side (CutWAN) while the router's NIC keeps its carrier, as when
-// the ISP's network fails. The cable's far end can be any namespace and interface (Config.WAN),
-// so the concentrator lab's "internet" (internal/lab.Concentrator) can take the ISP's place
-// for the full virtual site with tunnels.
+// the ISP's network fails. For the full virtual site with tunnels (`make run`, once
+// vpn.Connection exists), the WAN cable's far end is meant to move to the concentrator lab's
+// "internet" namespace (internal/lab.Concentrator), which routes to the endpoints: the hw
+// namespace and its cables do not change, only the namespace that serves DHCP, DNS and the
+// cloud. That option is not written yet (its WAN-host address would clash with the
+// concentrator's 198.18.0.1).
 package sitelab
 
 import (
