@@ -157,8 +157,8 @@ func buildBundle(t testing.TB, args string, bins ...string) string {
 		t.Fatal(err)
 	}
 	files := map[string]string{ // path in the guest → host file
-		"lib/firmware/regulatory.db":     "/lib/firmware/regulatory.db-debian",
-		"lib/firmware/regulatory.db.p7s": "/lib/firmware/regulatory.db.p7s-debian",
+		"lib/firmware/regulatory.db":      "/lib/firmware/regulatory.db-debian",
+		"lib/firmware/regulatory.db.p7s":  "/lib/firmware/regulatory.db.p7s-debian",
 		strings.TrimPrefix(argsFile, "/"): argsPath,
 	}
 	for _, bin := range bins {
