@@ -67,6 +67,13 @@ type BGP struct {
 	// MaxPrefixes is the import limit per session and address family (default 5,000, what a
 	// concentrator sends a site at most); exceeding it ends the session with Cease 6/1.
 	MaxPrefixes int
+	// MED is sent with our prefixes on every session (default 100), and NoSteering turns off
+	// return-path steering: while a tunnel is out of service the sessions of the tunnels in
+	// service send MED 0, so that the concentrator (which prefers the shortest AS path, then
+	// the lowest MED) sends the site's traffic over them at once, instead of into the dead
+	// tunnel until its hold timer or DPD expires. The usual MED comes back with the tunnel.
+	MED        uint32
+	NoSteering bool
 }
 
 // Tunnel is one tunnel of the connection.
@@ -141,6 +148,7 @@ const (
 	MaxSitePrefixes    = 1000
 	DefaultHoldTime    = 30 * time.Second
 	DefaultMaxPrefixes = 5000
+	DefaultMED         = 100
 )
 
 // AWS's tunnel option values.
@@ -174,6 +182,9 @@ func (c Config) withDefaults() Config {
 		}
 		if b.MaxPrefixes == 0 {
 			b.MaxPrefixes = DefaultMaxPrefixes
+		}
+		if b.MED == 0 {
+			b.MED = DefaultMED
 		}
 		c.BGP = &b
 	}

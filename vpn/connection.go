@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"meshroot/vpn/bgp"
@@ -51,6 +53,13 @@ type Connection struct {
 	routes  *route.Manager
 	speaker *bgp.Speaker
 	peers   map[netip.Addr]bgp.State // last BGP state per session
+	failed  map[string]bool          // tunnels that left service and have not come back
+
+	smu      sync.Mutex        // serializes return-path steering
+	steering map[string]uint32 // MED sent per tunnel now (nil: the configured MED everywhere)
+	// current is c.cfg while running, for the tunnels' goroutines (which must not take c.mu:
+	// Update and Stop hold it while they wait for tunnels to close).
+	current atomic.Pointer[compiled]
 }
 
 type connState int
@@ -108,6 +117,7 @@ func (c *Connection) Start(ctx context.Context, cfg Config) error {
 	c.trs = map[netip.Addr]*tunnel.Transport{}
 	c.tunnels = map[string]*tunnelRun{}
 	c.peers = map[netip.Addr]bgp.State{}
+	c.failed = map[string]bool{}
 	k := c.Kernel
 	if k == nil {
 		k = route.NewNetlink(nil)
@@ -120,6 +130,7 @@ func (c *Connection) Start(ctx context.Context, cfg Config) error {
 	c.routes = routes
 	c.rmu.Unlock()
 	c.cfg = cc
+	c.current.Store(cc)
 	c.state = stateRunning
 	c.started = time.Now()
 	fail := func(err error) error {
@@ -156,9 +167,23 @@ func (cc *compiled) mode() string {
 }
 
 func (c *Connection) setStatic(name string, prefixes []netip.Prefix) error {
+	var t compiledTunnel
+	if cc := c.current.Load(); cc != nil {
+		for _, x := range cc.tunnels {
+			if x.name == name {
+				t = x
+			}
+		}
+	}
 	paths := make([]route.Path, 0, len(prefixes))
 	for _, p := range prefixes {
-		paths = append(paths, route.Path{Prefix: p})
+		// Via the concentrator's inside address of the prefix's family (an IPv6 prefix on a
+		// tunnel without an inside /126 gets a device route).
+		nh := t.aws4.Addr()
+		if p.Addr().Is6() {
+			nh = t.aws6.Addr()
+		}
+		paths = append(paths, route.Path{Prefix: p, NextHop: nh})
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
@@ -168,15 +193,20 @@ func (c *Connection) setStatic(name string, prefixes []netip.Prefix) error {
 	return nil
 }
 
-// bgpConfig is the speaker's configuration for cc.
-func bgpConfig(cc *compiled) bgp.Config {
+// bgpConfig is the speaker's configuration for cc, with the MEDs of return-path steering
+// (meds: per tunnel, when steering; nil: the configured MED).
+func bgpConfig(cc *compiled, meds map[string]uint32) bgp.Config {
 	b := cc.BGP
 	bc := bgp.Config{ASN: b.CustomerASN, Prefixes: slices.Clone(cc.SitePrefixes)}
 	for _, t := range cc.tunnels {
+		med := b.MED
+		if m, ok := meds[t.name]; ok {
+			med = m
+		}
 		pc := bgp.PeerConfig{
 			Tunnel: t.name, Address: t.aws4.Addr(), Local: t.site4, ASN: b.AmazonASN,
 			Families: []bgp.Family{bgp.IPv4}, HoldTime: b.HoldTime, Keepalive: b.HoldTime / 3,
-			MaxPrefixes: b.MaxPrefixes, ResourceID: t.resourceID,
+			MaxPrefixes: b.MaxPrefixes, ResourceID: t.resourceID, MED: &med,
 		}
 		bc.Peers = append(bc.Peers, pc)
 		if t.insideIPv6Configured {
@@ -191,7 +221,10 @@ func (c *Connection) startSpeaker(ctx context.Context, cc *compiled) error {
 	c.rmu.Lock()
 	routes := c.routes
 	c.rmu.Unlock()
-	sp, err := bgp.Start(ctx, bgpConfig(cc), bgp.Options{
+	c.smu.Lock()
+	meds := c.steering
+	c.smu.Unlock()
+	sp, err := bgp.Start(ctx, bgpConfig(cc, meds), bgp.Options{
 		Log: c.sink, Routes: routes, OnEvent: c.onBGP, Logger: c.log.With("part", "bgp"),
 	})
 	if err != nil {
@@ -273,7 +306,9 @@ func (c *Connection) startTunnel(t compiledTunnel) error {
 	}
 	run.tun = tun
 	c.tunnels[t.name] = run
-	err = c.routes.SetTunnel(route.Tunnel{Name: t.name, Device: t.Device, OnLink: true})
+	// Routes go via the concentrator's inside address, not just out of the device: Linux
+	// merges IPv6 routes into one ECMP route only when their nexthops have gateways.
+	err = c.routes.SetTunnel(route.Tunnel{Name: t.name, Device: t.Device})
 	if err == nil {
 		err = c.routes.SetTunnelUp(t.name, tun.Usable())
 	}
@@ -299,11 +334,13 @@ func (c *Connection) onTunnel(run *tunnelRun, e tunnel.Event) {
 			errs = append(errs, c.speaker.PeerDown(name, e.Details))
 			run.suppressed = true
 		}
+		c.failed[name] = true
 		c.rmu.Unlock()
 		if err := errors.Join(errs...); err != nil {
 			c.log.Warn("withdrawing a tunnel's routes failed", "tunnel", name, "err", err)
 		}
 		c.event(name, "routes", fmt.Sprintf("out of service: routes withdrawn in %v (%s)", time.Since(start).Round(time.Microsecond), e.Details))
+		c.steer()
 	case tunnel.EventInService:
 		start := time.Now()
 		c.rmu.Lock()
@@ -315,13 +352,61 @@ func (c *Connection) onTunnel(run *tunnelRun, e tunnel.Event) {
 			errs = append(errs, c.speaker.PeerUp(name))
 			run.suppressed = false
 		}
+		delete(c.failed, name)
 		c.rmu.Unlock()
 		if err := errors.Join(errs...); err != nil {
 			c.log.Warn("restoring a tunnel's routes failed", "tunnel", name, "err", err)
 		}
 		c.event(name, "routes", fmt.Sprintf("in service: routes restored in %v (%s)", time.Since(start).Round(time.Microsecond), e.Details))
+		c.steer()
 	default:
 		c.event(name, "tunnel", fmt.Sprintf("%s (IKE %s, CHILD %s)", e.Details, e.Phase1, e.Phase2))
+	}
+}
+
+// steer applies return-path steering (see BGP.NoSteering): with some tunnels out of service
+// and some in service, the latter advertise MED 0; otherwise every tunnel the configured MED.
+// It runs after the routes have moved, so it never delays a failover.
+func (c *Connection) steer() {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	cc := c.current.Load()
+	if cc == nil || cc.BGP == nil || cc.BGP.NoSteering {
+		return
+	}
+	c.rmu.Lock()
+	sp := c.speaker
+	var up, down []string
+	for _, t := range cc.tunnels {
+		if c.failed[t.name] {
+			down = append(down, t.name)
+		} else {
+			up = append(up, t.name)
+		}
+	}
+	c.rmu.Unlock()
+	var want map[string]uint32
+	if len(up) > 0 && len(down) > 0 {
+		want = map[string]uint32{}
+		for _, n := range up {
+			want[n] = 0
+		}
+	}
+	if reflect.DeepEqual(want, c.steering) || sp == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := sp.Update(ctx, bgpConfig(cc, want)); err != nil {
+		c.log.Warn("return-path steering: BGP update failed", "err", err)
+		return
+	}
+	c.steering = want
+	if want == nil {
+		c.event("", "bgp", fmt.Sprintf("return-path steering off: MED %d on every tunnel (%v)", cc.BGP.MED, time.Since(start).Round(time.Millisecond)))
+	} else {
+		c.event("", "bgp", fmt.Sprintf("return-path steering: MED 0 on %s while %s is out of service (%v)", strings.Join(up, ", "), strings.Join(down, ", "), time.Since(start).Round(time.Millisecond)))
 	}
 }
 
@@ -388,6 +473,7 @@ func (c *Connection) Stop() error {
 		return nil
 	}
 	c.state = stateStopped
+	c.current.Store(nil)
 	runs := make([]*tunnelRun, 0, len(c.tunnels))
 	for _, r := range c.tunnels {
 		runs = append(runs, r)
@@ -472,9 +558,11 @@ func (c *Connection) Update(cfg Config) error {
 	c.rmu.Lock()
 	for _, name := range removed {
 		errs = append(errs, c.routes.RemoveTunnel(name))
+		delete(c.failed, name)
 	}
 	c.rmu.Unlock()
 	c.cfg = cc
+	c.current.Store(cc)
 
 	// BGP or static routes.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -489,7 +577,10 @@ func (c *Connection) Update(cfg Config) error {
 		c.rmu.Unlock()
 		errs = append(errs, sp.Close())
 	case cc.BGP != nil && sp != nil:
-		err := sp.Update(ctx, bgpConfig(cc))
+		c.smu.Lock()
+		meds := c.steering
+		c.smu.Unlock()
+		err := sp.Update(ctx, bgpConfig(cc, meds))
 		if errors.Is(err, bgp.ErrRestartRequired) {
 			c.rmu.Lock()
 			c.speaker = nil
@@ -546,6 +637,7 @@ func (c *Connection) Update(cfg Config) error {
 			delete(c.trs, addr)
 		}
 	}
+	c.steer()
 	c.event("", "routes", fmt.Sprintf("configuration updated: %d tunnels restarted or added, %d removed", len(start), len(removed)))
 	return errors.Join(errs...)
 }
