@@ -81,7 +81,7 @@ func TestLabConnection(t *testing.T) {
 	// And the activity log both tunnels' IKE and CHILD SAs.
 	for _, tu := range r.c.Tunnels() {
 		var ike, child bool
-		for _, l := range r.lines("tunnel.jsonl") {
+		for _, l := range r.streamLines(vpnlog.LogTunnel, connID+"_"+tu.Outside) {
 			rec, err := vpnlog.ParseTunnelRecord(connID+"_"+tu.Outside, []byte(l))
 			if err != nil {
 				t.Fatalf("tunnel log line %q: %v", l, err)

@@ -153,7 +153,7 @@ func newConcRig(t *testing.T, cc lab.ConcentratorConfig, edit func(fileDoc)) *co
 			cancel()
 		}
 		// Every lab test doubles as a log scan: no PSK in the agent's output or logs.
-		all := r.proc.Log() + strings.Join(r.lines("tunnel.jsonl"), "\n") + strings.Join(r.lines("bgp.jsonl"), "\n")
+		all := r.proc.Log() + strings.Join(r.lines(vpnlog.LogTunnel), "\n") + strings.Join(r.lines(vpnlog.LogBGP), "\n")
 		for _, k := range r.psks {
 			if strings.Contains(all, k) {
 				t.Errorf("a PSK appears in the agent's output or logs")
@@ -243,9 +243,23 @@ func bgpConverged(st Status) bool {
 	return true
 }
 
-// lines returns a log file of the agent.
-func (r *concRig) lines(name string) []string {
-	f, err := os.Open(filepath.Join(r.dir, name))
+// lines returns the agent's log (vpnlog.LogTunnel or LogBGP), every stream's file in turn.
+func (r *concRig) lines(log vpnlog.Log) []string {
+	files, _ := filepath.Glob(filepath.Join(r.dir, string(log), "*.jsonl"))
+	var out []string
+	for _, f := range files {
+		out = append(out, readLines(f)...)
+	}
+	return out
+}
+
+// streamLines returns one stream of a log.
+func (r *concRig) streamLines(log vpnlog.Log, stream string) []string {
+	return readLines(filepath.Join(r.dir, string(log), stream+".jsonl"))
+}
+
+func readLines(path string) []string {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
@@ -263,7 +277,7 @@ func (r *concRig) lines(name string) []string {
 func (r *concRig) bgpRecords() []*vpnlog.BGPRecord {
 	r.t.Helper()
 	var out []*vpnlog.BGPRecord
-	for _, l := range r.lines("bgp.jsonl") {
+	for _, l := range r.lines(vpnlog.LogBGP) {
 		rec, err := vpnlog.ParseBGPRecord([]byte(l))
 		if err != nil {
 			r.t.Fatalf("BGP log line %q: %v", l, err)
@@ -284,7 +298,7 @@ func (r *concRig) waitBGPRecord(d time.Duration, what string, pred func(*vpnlog.
 			}
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("no BGP log record for %s after %v; log:\n%s", what, d, strings.Join(r.lines("bgp.jsonl"), "\n"))
+			r.t.Fatalf("no BGP log record for %s after %v; log:\n%s", what, d, strings.Join(r.lines(vpnlog.LogBGP), "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

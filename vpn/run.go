@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +20,10 @@ type RunOptions struct {
 	Config Config
 	// ControlSocket is where status queries are answered ("" : none).
 	ControlSocket string
-	// LogDir, when set, receives the tunnel activity log (tunnel.jsonl) and the BGP log
-	// (bgp.jsonl) as JSON lines, appended.
+	// LogDir, when set, receives the logs as JSON lines, appended, one file per log and
+	// stream as the concentrator's log groups and streams are laid out:
+	// LogDir/tunnel/<stream>.jsonl (the tunnel activity log) and LogDir/bgp/<stream>.jsonl,
+	// where the stream is "<connection id>_<tunnel outside address>".
 	LogDir string
 	// Stdout gets one line per event (nil: none).
 	Stdout io.Writer
@@ -38,20 +41,14 @@ func Run(ctx context.Context, o RunOptions) error {
 	var sinks []vpnlog.Sink
 	var closers []func() error
 	if o.LogDir != "" {
-		if err := os.MkdirAll(o.LogDir, 0o755); err != nil {
-			return fmt.Errorf("vpn: log dir: %w", err)
-		}
-		files := map[vpnlog.Log]vpnlog.Sink{}
-		for log, name := range map[vpnlog.Log]string{vpnlog.LogTunnel: "tunnel.jsonl", vpnlog.LogBGP: "bgp.jsonl"} {
-			f, err := os.OpenFile(filepath.Join(o.LogDir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-			if err != nil {
-				return fmt.Errorf("vpn: log: %w", err)
+		for _, l := range []vpnlog.Log{vpnlog.LogTunnel, vpnlog.LogBGP} {
+			if err := os.MkdirAll(filepath.Join(o.LogDir, string(l)), 0o755); err != nil {
+				return fmt.Errorf("vpn: log dir: %w", err)
 			}
-			closers = append(closers, f.Close)
-			files[log] = vpnlog.NewJSONLines(f)
 		}
-		buf := vpnlog.NewBuffered(splitSink(files), 0)
-		closers = append([]func() error{func() error { buf.Close(); return nil }}, closers...)
+		files := &streamFiles{dir: o.LogDir, logger: o.Logger, sinks: map[string]*vpnlog.JSONLines{}}
+		buf := vpnlog.NewBuffered(files, 0)
+		closers = append(closers, func() error { buf.Close(); return files.close() })
 		sinks = append(sinks, buf)
 	}
 	if o.Log != nil {
@@ -103,11 +100,43 @@ func Run(ctx context.Context, o RunOptions) error {
 	return errors.Join(runErr, err)
 }
 
-// splitSink sends each record to the sink of its log.
-type splitSink map[vpnlog.Log]vpnlog.Sink
+// streamFiles writes each record to DIR/<log>/<stream>.jsonl (opened on first use). It runs
+// behind a Buffered sink: one goroutine at a time.
+type streamFiles struct {
+	dir    string
+	logger *slog.Logger
+	files  []*os.File
+	sinks  map[string]*vpnlog.JSONLines
+	failed bool
+}
 
-func (s splitSink) Write(r vpnlog.Record) {
-	if k := s[r.Log()]; k != nil {
-		k.Write(r)
+func (s *streamFiles) Write(r vpnlog.Record) {
+	stream := r.Stream()
+	if stream == "" || strings.ContainsAny(stream, "/\\") || strings.HasPrefix(stream, ".") {
+		stream = "connection"
 	}
+	key := filepath.Join(string(r.Log()), stream+".jsonl")
+	j := s.sinks[key]
+	if j == nil {
+		f, err := os.OpenFile(filepath.Join(s.dir, key), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			if !s.failed && s.logger != nil {
+				s.logger.Error("log file", "err", err)
+			}
+			s.failed = true
+			return
+		}
+		s.files = append(s.files, f)
+		j = vpnlog.NewJSONLines(f)
+		s.sinks[key] = j
+	}
+	j.Write(r)
+}
+
+func (s *streamFiles) close() error {
+	var errs []error
+	for _, f := range s.files {
+		errs = append(errs, f.Close())
+	}
+	return errors.Join(errs...)
 }

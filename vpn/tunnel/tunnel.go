@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -554,10 +555,17 @@ func (t *Tunnel) handleIKE(ge genEvent) {
 	case ike.EventAuthFailed, ike.EventNoProposal, ike.EventNegotiationFailed:
 		st.lastError = e.Reason
 	}
-	peerDead := e.Type == ike.EventPeerDead && !st.probing && !st.suspect
+	checking := st.probing || st.suspect
+	peerDead := e.Type == ike.EventPeerDead && !checking
 	t.mu.Unlock()
 
 	details := ikeDetails(e)
+	if e.Type == ike.EventPeerDead && checking {
+		// One of our own liveness checks went unanswered: the failover record says so, and
+		// the DPD action record will if it comes to that.
+		t.log.Debug("liveness check unanswered", "reason", e.Reason)
+		return
+	}
 	t.record(now, details)
 	t.emit(Event{Time: now, Type: EventIKE, IKEType: e.Type, Details: details})
 	if peerDead {
@@ -592,7 +600,11 @@ func ikeDetails(e ike.Event) string {
 	case ike.EventIKEDown:
 		return "IKE_SA deleted: " + e.Reason
 	case ike.EventPeerDead:
-		return "Peer not answering: " + e.Reason
+		// IKE runs with DPD action none (the tunnel applies the configured action): its
+		// sentence about keeping the SAs is not ours to report.
+		r := strings.TrimSuffix(e.Reason, "; DPD action none: keeping the SAs")
+		r = strings.TrimSuffix(strings.TrimPrefix(r, "peer dead ("), ")")
+		return "Peer not answering: " + r
 	case ike.EventAuthFailed:
 		return "Authentication failed (AUTHENTICATION_FAILED): " + e.Reason
 	case ike.EventNoProposal:
