@@ -9,7 +9,7 @@
 //	status     GET /status and /metrics on the LAN address, port 80         after lan
 //	provision  provision/agent: pairing on the LAN address (port 8080), enrollment, profile
 //	                                                                          after data, lan
-//	vpn        firmware/vpnhook: profile → plan → VPN engine (none yet)     after provision, firewall
+//	vpn        firmware/vpnhook: profile → vpn.Config → vpn.Connection       after provision, firewall
 //	ota        ota.OpenDevice + Updater.Run, root of trust from the image    after data, wan
 //	logship    device and VPN logs to the cloud (firmware/logship)          after data
 //
@@ -105,6 +105,10 @@ type Options struct {
 	LogInterval time.Duration
 	// AgentConfig adjusts the provisioning agent's configuration (tests: shorter waits).
 	AgentConfig func(*agent.Config)
+	// VPNEngine makes the VPN connection (default: vpnhook.NewEngine, a vpn.Connection on this
+	// machine's kernel); NoVPN runs the hook without an engine.
+	VPNEngine func(log *slog.Logger, logs vpnlog.Sink) vpnhook.Engine
+	NoVPN     bool
 }
 
 // Services returns the router's services for firmware.Options.Services.
@@ -175,9 +179,19 @@ func New(d *firmware.Device, opts Options) *Router {
 	r.vpn = &vpnhook.Service{
 		Subscribe: func(fn func(*profile.Verified)) func() { return r.getAgent().Subscribe(fn) },
 		Secret:    func(ref string) (string, bool) { return r.getAgent().Secret(ref) },
+		LocalAddress: func() netip.Addr {
+			if w := r.getWAN(); w != nil {
+				if st := w.State(); st.Up() {
+					return st.Address.Addr()
+				}
+			}
+			return netip.Addr{}
+		},
 		Secrets:   d.Logging.Secrets,
 		Logs:      vpnlog.NewRedactor(r.ship.VPNSink()),
 		OnPlan:    r.setPeers,
+		NewEngine: opts.VPNEngine,
+		NoEngine:  opts.NoVPN,
 		Log:       d.Log,
 	}
 	return r

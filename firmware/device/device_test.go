@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -37,6 +38,11 @@ import (
 	"meshroot/provision/onboard"
 	"meshroot/provision/pake"
 	"meshroot/provision/profile"
+	"meshroot/vpn"
+	"meshroot/vpn/esp"
+	"meshroot/vpn/route"
+	"meshroot/vpn/tunnel"
+	"meshroot/vpn/vpnlog"
 )
 
 const (
@@ -237,6 +243,11 @@ func (r *rig) start(t *testing.T) {
 		},
 		LogInterval: 100 * time.Millisecond,
 		WaitFactory: r.waitFactory,
+		// The real VPN connection, on vpn's fake host and route kernel (no concentrator answers).
+		VPNEngine: func(log *slog.Logger, logs vpnlog.Sink) vpnhook.Engine {
+			return &vpn.Connection{Host: tunnel.NewFakeHost(esp.NewFakeNetwork(), netip.MustParseAddr("100.64.0.100")),
+				Kernel: route.NewFakeKernel(map[string]int{"mrtun1": 10, "mrtun2": 11}), Log: logs, Logger: log}
+		},
 	}
 	fopts := firmware.Options{Root: r.root, Boot: true, Console: r.console, NoConsole: true, WaitDevice: time.Millisecond,
 		ReadyTimeout: 30 * time.Second, ShutdownTimeout: 10 * time.Second,
@@ -284,8 +295,8 @@ func (r *rig) status(t *testing.T) (status.Status, string) {
 
 // TestDeviceEndToEnd boots the device on fakes and goes through what a router does on its
 // first day: WAN by DHCP, the firewall, a LAN client's lease and local DNS, pairing with the
-// app, enrollment, the profile with its VPN (and the honest "not available" for the VPN),
-// logs in the cloud, and a status API and console with no secret in them.
+// app, enrollment, the profile with its VPN started as a vpn.Connection (on vpn's fakes),
+// device and tunnel logs in the cloud, and a status API and console with no secret in them.
 func TestDeviceEndToEnd(t *testing.T) {
 	r := newRig(t)
 	r.start(t)
@@ -354,16 +365,19 @@ func TestDeviceEndToEnd(t *testing.T) {
 	if _, err := sess.WaitProfile(ctx, 50*time.Millisecond, nil); err != nil {
 		t.Fatalf("wait for the profile: %v\n%s", err, r.console.String())
 	}
-	waitFor(t, "the VPN plan", func() bool { st, _ := r.status(t); return st.VPN.State == vpnhook.StateUnavailable })
+	waitFor(t, "the VPN connection", func() bool {
+		st, _ := r.status(t)
+		return st.VPN.State == vpnhook.StateRunning && len(st.VPN.Tunnels) == 2
+	})
 	st, body := r.status(t)
 	if st.Onboarding.Phase != onboard.PhaseProfile || !st.Onboarding.Enrolled || st.Profile == nil || !st.Profile.HasVPN || st.Profile.SiteID != "lab-site" {
 		t.Errorf("status after pairing: onboarding %+v profile %+v", st.Onboarding, st.Profile)
 	}
-	if !strings.Contains(st.VPN.Detail, "not available in this build") || len(st.VPN.Peers) != 2 {
-		t.Errorf("status VPN = %+v; want unavailable with the plan's peers", st.VPN)
+	if st.VPN.LocalAddress != "100.64.0.100" || len(st.VPN.Peers) != 2 || st.VPN.Tunnels[0].Device != "mrtun1" || st.VPN.Tunnels[0].IKE == "Established" {
+		t.Errorf("status VPN = %+v; want the connection running from the WAN address, tunnels negotiating", st.VPN)
 	}
-	if !strings.Contains(r.console.String(), `"msg":"vpn: not available in this build"`) {
-		t.Errorf("console has no 'vpn: not available in this build' line")
+	if !strings.Contains(r.console.String(), `"msg":"vpn: connection running"`) {
+		t.Errorf("console has no 'vpn: connection running' line")
 	}
 	// The firewall now admits IKE from the profile's endpoints.
 	waitFor(t, "IKE rules", func() bool {
@@ -380,12 +394,12 @@ func TestDeviceEndToEnd(t *testing.T) {
 		if err != nil {
 			return false
 		}
+		device, tunnel := false, false
 		for _, rec := range recs {
-			if rec.Msg == "vpn: not available in this build" && rec.Device == "MR-DEV-0001" {
-				return true
-			}
+			device = device || rec.Msg == "vpn: connection running" && rec.Device == "MR-DEV-0001"
+			tunnel = tunnel || rec.Msg == "tunnel activity log" && rec.Tunnel == "198.51.100.2"
 		}
-		return false
+		return device && tunnel
 	})
 
 	// No secret anywhere the device shows: status, metrics, console.

@@ -41,7 +41,8 @@ type Config struct {
 	// BatchBytes bounds one upload (default 256 KiB; the cloud takes up to 1 MiB).
 	BatchBytes int
 	// Interval is the pause between uploads (default 10 s); Timeout bounds one upload (default
-	// 60 s).
+	// 12 s: shorter than the mTLS client's 15 s attempt, so a dead uplink costs one attempt per
+	// upload, not a pile of retries that all arrive when it comes back).
 	Interval, Timeout time.Duration
 	// Now is the clock for the dropped-lines line (default time.Now).
 	Now func() time.Time
@@ -92,7 +93,7 @@ func New(cfg Config) *Shipper {
 		cfg.Interval = 10 * time.Second
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Minute
+		cfg.Timeout = 12 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

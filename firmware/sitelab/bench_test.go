@@ -78,7 +78,7 @@ func BenchmarkVMZeroTouch(b *testing.B) {
 				b.Fatal(err)
 			}
 			times = append(times, time.Since(start))
-			st := w.waitStatus(b, "the VPN plan", time.Minute, func(st status.Status) bool { return st.VPN.State == vpnhook.StateUnavailable })
+			st := w.waitStatus(b, "the VPN connection", time.Minute, func(st status.Status) bool { return st.VPN.State == vpnhook.StateRunning })
 			rss = append(rss, float64(st.Memory.RSSBytes)/(1<<20))
 			vm.Stop()
 		}()

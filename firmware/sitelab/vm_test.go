@@ -185,8 +185,10 @@ func refusedFromWAN(t *testing.T, ns *lab.NS, addr string) {
 // ISP, a LAN client's lease and DNS (local names, forwarded names), NAT to a WAN host, nothing
 // in from the WAN, pairing with the app through the LAN until the router holds its verified
 // profile, a WAN outage longer than the ISP's lease (the LAN keeps working; the router recovers
-// without a reboot), logs in the cloud, a status API without secrets, and a clean reboot that
-// comes back enrolled with its profile and no app, with no secret in clear on the disk.
+// without a reboot), the VPN connection started from the profile (its tunnels negotiating: no
+// concentrator in this lab), device and tunnel logs in the cloud, a status API without secrets,
+// and a clean reboot that comes back enrolled with its profile and no app, with no secret in
+// clear on the disk.
 func TestVMRouter(t *testing.T) {
 	w := newWorld(t, 20*time.Second)
 	t0 := time.Now()
@@ -291,11 +293,17 @@ func TestVMRouter(t *testing.T) {
 	})
 	var st1 status.Status
 	t.Run("status after pairing", func(t *testing.T) {
-		st1 = w.waitStatus(t, "the profile and the VPN plan", time.Minute, func(st status.Status) bool {
-			return st.Onboarding.Phase == onboard.PhaseProfile && st.VPN.State == vpnhook.StateUnavailable
+		st1 = w.waitStatus(t, "the profile and the VPN connection", time.Minute, func(st status.Status) bool {
+			return st.Onboarding.Phase == onboard.PhaseProfile && st.VPN.State == vpnhook.StateRunning && len(st.VPN.Tunnels) == 2
 		})
 		if st1.Profile == nil || st1.Profile.SiteID != "vm-site" || !st1.Profile.HasVPN || len(st1.Firewall.IKEFrom) != 2 {
 			t.Errorf("status: profile %+v firewall %+v", st1.Profile, st1.Firewall)
+		}
+		// No concentrator in this lab: the tunnels run on their TUN devices and keep trying.
+		for i, tu := range st1.VPN.Tunnels {
+			if tu.Device != fmt.Sprintf("mrtun%d", i+1) || tu.IKE == "Established" || st1.VPN.LocalAddress != wanAddr.String() {
+				t.Errorf("VPN tunnel %d = %+v from %s; want negotiating on mrtun%d from the WAN address", i+1, tu, st1.VPN.LocalAddress, i+1)
+			}
 		}
 		_, body, _ := w.statusFromLAN(ctx)
 		for what, s := range w.secrets() {
@@ -366,7 +374,11 @@ func TestVMRouter(t *testing.T) {
 				}
 				joined := strings.Join(msgs, "\n")
 				// The outage's lines were logged while the cloud was unreachable.
-				if strings.Contains(joined, "vpn: not available in this build") && strings.Count(joined, "wan up (dhcp)") >= 2 &&
+				tunnelLog := false
+				for _, r := range recs {
+					tunnelLog = tunnelLog || r.Msg == "tunnel activity log" && r.Tunnel == "198.51.100.2"
+				}
+				if strings.Contains(joined, "vpn: connection running") && tunnelLog && strings.Count(joined, "wan up (dhcp)") >= 2 &&
 					strings.Contains(joined, "lease expired") {
 					// Delivery is at least once (an upload in flight when the uplink failed
 					// may arrive twice); each line's log_id tells copies apart.
@@ -419,7 +431,7 @@ func TestVMRouter(t *testing.T) {
 			t.Fatal(err)
 		}
 		st := w.waitStatus(t, "the profile after the reboot", 3*time.Minute, func(st status.Status) bool {
-			return st.Onboarding.Phase == onboard.PhaseProfile && st.Onboarding.Enrolled && st.VPN.State == vpnhook.StateUnavailable
+			return st.Onboarding.Phase == onboard.PhaseProfile && st.Onboarding.Enrolled && st.VPN.State == vpnhook.StateRunning
 		})
 		t.Logf("after the reboot: enrolled with profile v%d %.1fs after QEMU started, no app involved", st.Profile.Version, time.Since(b0).Seconds())
 		if st.Profile == nil || st.Profile.Version != st1.Profile.Version || st.Onboarding.Serial != "MR-VM-0001" {

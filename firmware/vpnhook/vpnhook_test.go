@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -14,6 +15,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"meshroot/provision/profile"
+	"meshroot/vpn"
+	"meshroot/vpn/esp"
+	"meshroot/vpn/route"
+	"meshroot/vpn/tunnel"
 	"meshroot/vpn/vpnlog"
 )
 
@@ -43,50 +48,37 @@ func TestNewPlan(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewPlan() = %v", err)
 	}
-	t1 := p.Tunnels[0]
+	c := p.Config
+	t1 := c.Tunnels[0]
 	got := map[string]string{
-		"name": t1.Name, "device": t1.Device, "outside": t1.Outside.String(),
-		"local4": t1.LocalInside4.String(), "peer4": t1.PeerInside4.String(),
-		"local6": t1.LocalInside6.String(), "peer6": t1.PeerInside6.String(),
-		"ike": strings.Join(t1.IKEProposals, " "), "esp": strings.Join(t1.ESPProposals, " "),
-		"lifetimes": t1.IKELifetime.String() + " " + t1.ChildLifetime.String() + " " + t1.RekeyMargin.String(),
-		"dpd":       t1.DPDTimeout.String() + " " + t1.DPDAction + " " + t1.StartAction,
+		"id": c.ConnectionID, "bgp": fmt.Sprintf("%d/%d/%v", c.BGP.CustomerASN, c.BGP.AmazonASN, c.BGP.HoldTime),
+		"prefixes": fmt.Sprint(c.SitePrefixes), "local": c.LocalAddress.String(),
+		"device": t1.Device, "outside": t1.OutsideAddress.String(), "inside4": t1.InsideCIDR.String(), "inside6": t1.InsideIPv6CIDR.String(),
+		"lifetimes": t1.Options.Phase1Lifetime.String() + " " + t1.Options.Phase2Lifetime.String() + " " + t1.Options.RekeyMarginTime.String(),
+		"dpd":       t1.Options.DPDTimeout.String() + " " + t1.Options.StartupAction,
+		"algs":      fmt.Sprint(t1.Options.Phase1EncryptionAlgorithms, t1.Options.Phase2DHGroupNumbers),
+		"device2":   c.Tunnels[1].Device, "inside6-2": c.Tunnels[1].InsideIPv6CIDR.String(),
 	}
-	dh := "modp1024-modp2048-modp3072-modp4096-modp6144-modp8192-ecp256-ecp384-ecp521-modp1024s160-modp2048s224-modp2048s256"
 	want := map[string]string{
-		"name": "tunnel1", "device": "mrtun1", "outside": "198.51.100.2",
-		"local4": "169.254.10.2/30", "peer4": "169.254.10.1",
-		"local6": "fd00:a9fe:10::2/126", "peer6": "fd00:a9fe:10::1",
-		"ike":       "aes128gcm16-aes256gcm16-prfsha1-prfsha256-prfsha384-prfsha512-" + dh + " aes128-aes256-sha1-sha256-sha384-sha512-" + dh,
-		"esp":       "aes128gcm16-aes256gcm16-modp1024-modp1536-" + strings.TrimPrefix(dh, "modp1024-") + " aes128-aes256-sha1-sha256-sha384-sha512-modp1024-modp1536-" + strings.TrimPrefix(dh, "modp1024-"),
-		"lifetimes": "8h0m0s 1h0m0s 4m30s",
-		"dpd":       "30s clear add",
+		"id": "vpn-0123456789abcdef0", "bgp": "65000/64512/30s", "prefixes": "[192.168.1.0/24 fd00:c0a8:1::/64]", "local": "invalid IP",
+		"device": "mrtun1", "outside": "198.51.100.2", "inside4": "169.254.10.0/30", "inside6": "fd00:a9fe:10::/126",
+		"lifetimes": "8h0m0s 1h0m0s 4m30s", "dpd": "30s add",
+		"algs":    "[AES128 AES256 AES128-GCM-16 AES256-GCM-16] [2 5 14 15 16 17 18 19 20 21 22 23 24]",
+		"device2": "mrtun2", "inside6-2": "invalid Prefix",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("tunnel 1 (-want +got):\n%s", diff)
+		t.Errorf("vpn.Config (-want +got):\n%s", diff)
 	}
-	if p.LocalASN != 65000 || p.PeerASN != 64512 || p.HoldTime != 30*time.Second || len(p.SitePrefixes) != 2 {
-		t.Errorf("plan BGP = %d/%d/%v prefixes %v", p.LocalASN, p.PeerASN, p.HoldTime, p.SitePrefixes)
-	}
-	if p.Tunnels[1].LocalInside6.IsValid() {
-		t.Errorf("tunnel 2 has an IPv6 inside address without inside_ipv6_cidr")
+	if string(t1.PSK) != psk1 || string(c.Tunnels[1].PSK) != psk2 {
+		t.Errorf("PSKs not resolved")
 	}
 	if got := p.Peers(); len(got) != 2 || got[1].String() != "203.0.113.2" {
 		t.Errorf("Peers() = %v", got)
 	}
-	if s := string(p.Tunnels[0].PSK); s != psk1 {
-		t.Errorf("PSK not resolved")
-	}
-}
-
-func TestProposalsNarrow(t *testing.T) {
-	got, err := Proposals("phase2", []string{"AES256-GCM-16"}, nil, nil, false)
-	if err != nil || !cmp.Equal(got, []string{"aes256gcm16"}) {
-		t.Errorf("Proposals(GCM only, no PFS) = %v, %v; want aes256gcm16", got, err)
-	}
-	got, err = Proposals("phase1", []string{"AES128"}, []string{"SHA2-256"}, []int{14}, true)
-	if err != nil || !cmp.Equal(got, []string{"aes128-sha256-modp2048"}) {
-		t.Errorf("Proposals(CBC) = %v, %v", got, err)
+	// The configuration is what vpn accepts once the WAN address is known.
+	c.LocalAddress = netip.MustParseAddr("100.64.0.100")
+	if err := c.Validate(); err != nil {
+		t.Errorf("vpn.Config.Validate() = %v", err)
 	}
 }
 
@@ -95,31 +87,26 @@ func TestNewPlanErrors(t *testing.T) {
 		mod  func(*profile.VPN)
 		want string
 	}{
-		{func(v *profile.VPN) { v.Tunnels = v.Tunnels[:1] }, "vpn.tunnels: 1 tunnels"},
+		{func(v *profile.VPN) { v.Tunnels = nil }, "vpn.tunnels"},
 		{func(v *profile.VPN) { v.Tunnels[1].PSKRef = "vpn/missing" }, `vpn.tunnels[1].psk_ref "vpn/missing": not resolved`},
-		{func(v *profile.VPN) { v.Tunnels[0].InsideCIDR = "169.254.10.1/30" }, "vpn.tunnels[0].inside_cidr"},
-		{func(v *profile.VPN) { v.Tunnels[0].OutsideAddress = "0.0.0.0" }, "vpn.tunnels[0].outside_address"},
-		{func(v *profile.VPN) { v.Tunnels[0].Options.IKEVersions = []string{"ikev1"} }, "ike_versions"},
-		{func(v *profile.VPN) { v.Tunnels[0].Options.Phase1EncryptionAlgorithms = []string{"DES"} }, "vpn.tunnels[0].options.phase1_encryption_algorithms[0]"},
-		{func(v *profile.VPN) { v.Tunnels[1].Options.Phase2DHGroupNumbers = []int{99} }, "vpn.tunnels[1].options.phase2_dh_group_numbers[0]"},
-		{func(v *profile.VPN) { v.Tunnels[1].OutsideAddress = v.Tunnels[0].OutsideAddress }, "both tunnels"},
+		{func(v *profile.VPN) { v.Tunnels[0].InsideCIDR = "169.254.10.0/29" }, "vpn.tunnels[0].inside_cidr"},
+		{func(v *profile.VPN) { v.Tunnels[0].OutsideAddress = "not-an-ip" }, "vpn.tunnels[0].outside_address"},
+		{func(v *profile.VPN) { v.Tunnels[0].Options.IKEVersions = []string{"ikev1"} }, "vpn.tunnels[0].options.ike_versions"},
+		{func(v *profile.VPN) { v.Tunnels[0].Options.Phase1EncryptionAlgorithms = []string{"DES"} }, "vpn.tunnels[0].options.phase1_encryption_algorithms"},
+		{func(v *profile.VPN) { v.Tunnels[1].OutsideAddress = v.Tunnels[0].OutsideAddress }, "vpn.tunnels[1].outside_address"},
 		{func(v *profile.VPN) { v.BGP = nil }, "vpn.bgp"},
-		{func(v *profile.VPN) { v.SitePrefixes = []string{"192.168.1.1/24"} }, "vpn.site_prefixes[0]"},
+		{func(v *profile.VPN) { v.SitePrefixes = []string{"nope"} }, "vpn.site_prefixes[0]"},
+		{func(v *profile.VPN) { v.Type = "ipsec.2" }, "vpn.type"},
 	} {
 		v := exampleVPN()
 		c.mod(v)
 		_, err := NewPlan(1, v, secrets)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("NewPlan() = %v; want an error containing %q", err, c.want)
+			t.Errorf("NewPlan() = %v; want an error naming %q", err, c.want)
 		}
 		if err != nil && (strings.Contains(err.Error(), psk1) || strings.Contains(err.Error(), psk2)) {
 			t.Errorf("error carries a PSK: %v", err)
 		}
-	}
-	v := exampleVPN()
-	v.StaticRoutesOnly, v.BGP = true, nil
-	if p, err := NewPlan(1, v, secrets); err != nil || !p.Static {
-		t.Errorf("NewPlan(static) = %v, %v", p, err)
 	}
 }
 
@@ -155,12 +142,12 @@ func verified(version uint64, v *profile.VPN) *profile.Verified {
 	return &profile.Verified{Profile: &profile.Profile{Version: version, VPN: v}}
 }
 
-func runService(t *testing.T, s *Service) (*profiles, *syncBuf) {
+func runService(t *testing.T, s *Service, _ any) (*profiles, *syncBuf) {
 	t.Helper()
 	ps := &profiles{}
 	logs := &syncBuf{}
 	s.Subscribe, s.Secret = ps.subscribe, secrets
-	s.Log = slog.New(slog.NewJSONHandler(logs, nil))
+	s.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	up := make(chan struct{})
@@ -185,16 +172,13 @@ func waitStatus(t *testing.T, s *Service, cond func(Status) bool) Status {
 	}
 }
 
-// TestServiceWithoutEngine: this build has no VPN engine: the plan is made, the firewall hears
-// of the peers, and the service says plainly that the VPN is not available.
+// TestServiceWithoutEngine: a build without a VPN engine makes the plan, tells the firewall
+// of the peers, and says plainly that the VPN is not available.
 func TestServiceWithoutEngine(t *testing.T) {
-	if NewEngine != nil {
-		t.Skip("this build has a VPN engine")
-	}
 	var peers []netip.Addr
 	var mu sync.Mutex
-	s := &Service{OnPlan: func(p *Plan) { mu.Lock(); peers = p.Peers(); mu.Unlock() }}
-	ps, logs := runService(t, s)
+	s := &Service{NoEngine: true, OnPlan: func(p *Plan) { mu.Lock(); peers = p.Peers(); mu.Unlock() }}
+	ps, logs := runService(t, s, nil)
 	if st := s.Status(); st.State != StateNone {
 		t.Errorf("Status() before a profile = %+v; want none", st)
 	}
@@ -211,7 +195,6 @@ func TestServiceWithoutEngine(t *testing.T) {
 		t.Errorf("OnPlan peers = %v; want both endpoints", peers)
 	}
 	mu.Unlock()
-	// A bad profile keeps the plan in force.
 	bad := exampleVPN()
 	bad.Tunnels[0].PSKRef = "vpn/gone"
 	ps.send(verified(4, bad))
@@ -221,9 +204,6 @@ func TestServiceWithoutEngine(t *testing.T) {
 	}
 	ps.send(verified(5, nil))
 	waitStatus(t, s, func(st Status) bool { return st.State == StateNone })
-	if s.Plan() != nil {
-		t.Errorf("Plan() after a profile without VPN = %v; want nil", s.Plan())
-	}
 	for _, sec := range []string{psk1, psk2} {
 		if strings.Contains(logs.String(), sec) || strings.Contains(st.LastError, sec) {
 			t.Errorf("a PSK reached the log or the status")
@@ -232,61 +212,139 @@ func TestServiceWithoutEngine(t *testing.T) {
 }
 
 type fakeEngine struct {
-	mu     sync.Mutex
-	calls  []string
-	failIn bool
+	mu      sync.Mutex
+	calls   []string
+	failOne bool
 }
 
-func (f *fakeEngine) Start(_ context.Context, p *Plan) error {
+func (f *fakeEngine) record(s string) { f.mu.Lock(); f.calls = append(f.calls, s); f.mu.Unlock() }
+
+func (f *fakeEngine) Start(_ context.Context, c vpn.Config) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, "start v"+string(rune('0'+p.ProfileVersion)))
-	if f.failIn {
+	fail := f.failOne
+	f.failOne = false
+	f.mu.Unlock()
+	f.record("start " + c.LocalAddress.String())
+	if fail {
 		return errors.New("no TUN")
 	}
 	return nil
 }
-func (f *fakeEngine) Update(p *Plan) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, "update v"+string(rune('0'+p.ProfileVersion)))
+func (f *fakeEngine) Update(c vpn.Config) error {
+	f.record(fmt.Sprintf("update %s %d", c.LocalAddress, c.BGP.HoldTime/time.Second))
 	return nil
 }
-func (f *fakeEngine) Status() []TunnelStatus {
-	return []TunnelStatus{{Name: "tunnel1", IKE: "Established", ESP: "Established", BGP: "Established"}}
+func (f *fakeEngine) Status() vpn.Status {
+	return vpn.Status{Running: true, Tunnels: []vpn.TunnelStatus{{Name: "203.0.113.2", Phase1: "Established", Phase2: "Established", Usable: true,
+		BGP: []vpn.PeerStatus{{State: "Established", PrefixesIn: 3, PrefixesOut: 1}}}}, Routes: []vpn.RouteStatus{{Prefix: "10.0.0.0/16", Tunnels: []string{"203.0.113.2"}}}}
 }
-func (f *fakeEngine) Stop() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, "stop")
-	return nil
-}
+func (f *fakeEngine) Stop() error { f.record("stop"); return nil }
 func (f *fakeEngine) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
 }
 
-// TestServiceWithEngine: the hook drives an engine as vpn.Connection will be driven.
-func TestServiceWithEngine(t *testing.T) {
-	eng := &fakeEngine{failIn: true}
-	s := &Service{NewEngine: func(*slog.Logger, vpnlog.Sink) Engine { return eng }, Logs: vpnlog.NewRedactor(vpnlog.Discard)}
-	ps, _ := runService(t, s)
-	ps.send(verified(1, exampleVPN()))
-	waitStatus(t, s, func(st Status) bool { return st.State == StateError })
-	eng.mu.Lock()
-	eng.failIn = false
-	eng.mu.Unlock()
-	ps.send(verified(2, exampleVPN()))
-	st := waitStatus(t, s, func(st Status) bool { return st.State == StateRunning })
-	if len(st.Tunnels) != 1 || st.Tunnels[0].BGP != "Established" {
-		t.Errorf("Status().Tunnels = %+v; want the engine's", st.Tunnels)
+type wanAddr struct {
+	mu sync.Mutex
+	a  netip.Addr
+}
+
+func (w *wanAddr) get() netip.Addr { w.mu.Lock(); defer w.mu.Unlock(); return w.a }
+func (w *wanAddr) set(s string)    { w.mu.Lock(); defer w.mu.Unlock(); w.a, _ = netip.ParseAddr(s) }
+func (e *fakeEngine) waitCalls(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.Calls()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("engine calls = %q; want %d", e.Calls(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	ps.send(verified(3, exampleVPN()))
-	waitStatus(t, s, func(st Status) bool { return st.ProfileVersion == 3 })
-	ps.send(verified(4, nil))
-	waitStatus(t, s, func(st Status) bool { return st.State == StateNone })
-	if got, want := eng.Calls(), []string{"start v1", "start v2", "update v3", "stop"}; !cmp.Equal(got, want) {
+}
+
+// TestServiceWithEngine: the service waits for the WAN's address, starts the connection with
+// it (a failed start is retried with a new connection), updates it with a new profile or a new
+// WAN address, and stops it when a profile drops the VPN.
+func TestServiceWithEngine(t *testing.T) {
+	var engines []*fakeEngine
+	var mu sync.Mutex
+	w := &wanAddr{}
+	s := &Service{Retry: 20 * time.Millisecond, LocalAddress: w.get, Logs: vpnlog.NewRedactor(vpnlog.Discard),
+		NewEngine: func(*slog.Logger, vpnlog.Sink) Engine {
+			mu.Lock()
+			defer mu.Unlock()
+			e := &fakeEngine{failOne: len(engines) == 0}
+			engines = append(engines, e)
+			return e
+		}}
+	ps, _ := runService(t, s, nil)
+	ps.send(verified(1, exampleVPN()))
+	waitStatus(t, s, func(st Status) bool { return st.State == StateWaiting })
+	w.set("100.64.0.100")
+	st := waitStatus(t, s, func(st Status) bool { return st.State == StateRunning })
+	if st.LocalAddress != "100.64.0.100" || len(st.Tunnels) != 1 || st.Tunnels[0].Name != "tunnel2" || st.Tunnels[0].BGP != "Established" ||
+		st.Tunnels[0].PrefixesIn != 3 || st.Routes["10.0.0.0/16"][0] != "203.0.113.2" {
+		t.Errorf("Status() = %+v", st)
+	}
+	mu.Lock()
+	e := engines[len(engines)-1]
+	n := len(engines)
+	mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d engines; want the failed first start retried with a new connection", n)
+	}
+	v2 := exampleVPN()
+	v2.BGP.HoldTimeSeconds = 90
+	ps.send(verified(2, v2))
+	e.waitCalls(t, 2)
+	w.set("100.64.0.101")
+	e.waitCalls(t, 3)
+	w.set("") // a WAN outage: the connection rides it out
+	time.Sleep(100 * time.Millisecond)
+	ps.send(verified(3, nil))
+	e.waitCalls(t, 4)
+	want := []string{"start 100.64.0.100", "update 100.64.0.100 90", "update 100.64.0.101 90", "stop"}
+	if got := e.Calls(); !cmp.Equal(got, want) {
 		t.Errorf("engine calls = %q; want %q", got, want)
+	}
+}
+
+// TestServiceRealConnection drives a real vpn.Connection (on vpn's fake host and route kernel,
+// with no concentrator answering): it starts with both tunnels on mrtun1/mrtun2, negotiating,
+// and stops cleanly.
+func TestServiceRealConnection(t *testing.T) {
+	local := netip.MustParseAddr("100.64.0.100")
+	host := tunnel.NewFakeHost(esp.NewFakeNetwork(), local)
+	logs := &vpnlog.Memory{}
+	s := &Service{Retry: 20 * time.Millisecond, LocalAddress: func() netip.Addr { return local }, Logs: vpnlog.NewRedactor(logs),
+		NewEngine: func(log *slog.Logger, sink vpnlog.Sink) Engine {
+			return &vpn.Connection{Host: host, Kernel: route.NewFakeKernel(map[string]int{"mrtun1": 10, "mrtun2": 11}), Log: sink, Logger: log}
+		}}
+	ps, diag := runService(t, s, nil)
+	ps.send(verified(1, exampleVPN()))
+	st := waitStatus(t, s, func(st Status) bool { return st.State == StateRunning && len(st.Tunnels) == 2 })
+	for i, tu := range st.Tunnels {
+		if tu.Name != fmt.Sprintf("tunnel%d", i+1) || tu.Device != fmt.Sprintf("mrtun%d", i+1) || tu.IKE == "Established" || tu.InService {
+			t.Errorf("tunnel %d = %+v; want negotiating on mrtun%d (no concentrator answers)", i+1, tu, i+1)
+		}
+	}
+	if host.TUN("mrtun1") == nil || host.TUN("mrtun2") == nil {
+		t.Errorf("the connection made no TUN devices mrtun1/mrtun2")
+	}
+	ps.send(verified(2, nil))
+	waitStatus(t, s, func(st Status) bool { return st.State == StateNone })
+	deadline := time.Now().Add(5 * time.Second)
+	for host.TUN("mrtun1") != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if host.TUN("mrtun1") != nil {
+		t.Errorf("mrtun1 still exists after the VPN was dropped")
+	}
+	all := diag.String() + strings.Join(logs.Lines(), "\n")
+	for _, k := range []string{psk1, psk2} {
+		if strings.Contains(all, k) {
+			t.Errorf("a PSK reached the logs")
+		}
 	}
 }
