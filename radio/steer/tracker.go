@@ -157,11 +157,9 @@ type Client struct {
 	lastKick   time.Time
 	kicks      int
 	lastBeacon time.Time
-	// ownLeave is the signal at which the client leaves BSSes by itself (0: unknown).
-	ownLeave float64
-	streak   string // candidate seen better in a row
-	streakN  int
-	us       usteerState
+	streak     string // candidate seen better in a row
+	streakN    int
+	us         usteerState
 }
 
 // pending is a steering request in flight.
