@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -54,9 +55,11 @@ type Connection struct {
 	speaker *bgp.Speaker
 	peers   map[netip.Addr]bgp.State // last BGP state per session
 	failed  map[string]bool          // tunnels that left service and have not come back
+	seen    map[string]bool          // tunnels that have been in service: their BGP sessions run
 
-	smu      sync.Mutex        // serializes return-path steering
+	smu      sync.Mutex        // serializes syncBGP
 	steering map[string]uint32 // MED sent per tunnel now (nil: the configured MED everywhere)
+	applied  *bgp.Config       // the speaker's configuration now
 	// current is c.cfg while running, for the tunnels' goroutines (which must not take c.mu:
 	// Update and Stop hold it while they wait for tunnels to close).
 	current atomic.Pointer[compiled]
@@ -118,6 +121,7 @@ func (c *Connection) Start(ctx context.Context, cfg Config) error {
 	c.tunnels = map[string]*tunnelRun{}
 	c.peers = map[netip.Addr]bgp.State{}
 	c.failed = map[string]bool{}
+	c.seen = map[string]bool{}
 	k := c.Kernel
 	if k == nil {
 		k = route.NewNetlink(nil)
@@ -193,12 +197,18 @@ func (c *Connection) setStatic(name string, prefixes []netip.Prefix) error {
 	return nil
 }
 
-// bgpConfig is the speaker's configuration for cc, with the MEDs of return-path steering
-// (meds: per tunnel, when steering; nil: the configured MED).
-func bgpConfig(cc *compiled, meds map[string]uint32) bgp.Config {
+// bgpConfig is the speaker's configuration for cc: sessions for the tunnels in seen only (a
+// session starts when its tunnel first comes into service, so that its first TCP SYN goes
+// through instead of waiting for the kernel's retransmission), with the MEDs of return-path
+// steering (meds: per tunnel; nil: the configured MED). The router ID is the first tunnel's
+// inside address whether or not its sessions run.
+func bgpConfig(cc *compiled, meds map[string]uint32, seen map[string]bool) bgp.Config {
 	b := cc.BGP
-	bc := bgp.Config{ASN: b.CustomerASN, Prefixes: slices.Clone(cc.SitePrefixes)}
+	bc := bgp.Config{ASN: b.CustomerASN, Prefixes: slices.Clone(cc.SitePrefixes), RouterID: cc.tunnels[0].site4.Addr()}
 	for _, t := range cc.tunnels {
+		if !seen[t.name] {
+			continue
+		}
 		med := b.MED
 		if m, ok := meds[t.name]; ok {
 			med = m
@@ -222,9 +232,12 @@ func (c *Connection) startSpeaker(ctx context.Context, cc *compiled) error {
 	routes := c.routes
 	c.rmu.Unlock()
 	c.smu.Lock()
-	meds := c.steering
-	c.smu.Unlock()
-	sp, err := bgp.Start(ctx, bgpConfig(cc, meds), bgp.Options{
+	defer c.smu.Unlock()
+	c.rmu.Lock()
+	seen := maps.Clone(c.seen)
+	c.rmu.Unlock()
+	bc := bgpConfig(cc, c.steering, seen)
+	sp, err := bgp.Start(ctx, bc, bgp.Options{
 		Log: c.sink, Routes: routes, OnEvent: c.onBGP, Logger: c.log.With("part", "bgp"),
 	})
 	if err != nil {
@@ -233,6 +246,7 @@ func (c *Connection) startSpeaker(ctx context.Context, cc *compiled) error {
 	c.rmu.Lock()
 	c.speaker = sp
 	c.rmu.Unlock()
+	c.applied = &bc
 	return nil
 }
 
@@ -340,7 +354,7 @@ func (c *Connection) onTunnel(run *tunnelRun, e tunnel.Event) {
 			c.log.Warn("withdrawing a tunnel's routes failed", "tunnel", name, "err", err)
 		}
 		c.event(name, "routes", fmt.Sprintf("out of service: routes withdrawn in %v (%s)", time.Since(start).Round(time.Microsecond), e.Details))
-		c.steer()
+		c.syncBGP()
 	case tunnel.EventInService:
 		start := time.Now()
 		c.rmu.Lock()
@@ -353,57 +367,69 @@ func (c *Connection) onTunnel(run *tunnelRun, e tunnel.Event) {
 			run.suppressed = false
 		}
 		delete(c.failed, name)
+		c.seen[name] = true
 		c.rmu.Unlock()
 		if err := errors.Join(errs...); err != nil {
 			c.log.Warn("restoring a tunnel's routes failed", "tunnel", name, "err", err)
 		}
 		c.event(name, "routes", fmt.Sprintf("in service: routes restored in %v (%s)", time.Since(start).Round(time.Microsecond), e.Details))
-		c.steer()
+		c.syncBGP()
 	default:
 		c.event(name, "tunnel", fmt.Sprintf("%s (IKE %s, CHILD %s)", e.Details, e.Phase1, e.Phase2))
 	}
 }
 
-// steer applies return-path steering (see BGP.NoSteering): with some tunnels out of service
-// and some in service, the latter advertise MED 0; otherwise every tunnel the configured MED.
-// It runs after the routes have moved, so it never delays a failover.
-func (c *Connection) steer() {
+// syncBGP brings the speaker's configuration up to date with the tunnels: sessions for every
+// tunnel that has been in service, and return-path steering (see BGP.NoSteering): with some
+// tunnels out of service and some in service, the latter advertise MED 0; otherwise every
+// tunnel the configured MED. It runs after the routes have moved, so it never delays a
+// failover.
+func (c *Connection) syncBGP() {
 	c.smu.Lock()
 	defer c.smu.Unlock()
 	cc := c.current.Load()
-	if cc == nil || cc.BGP == nil || cc.BGP.NoSteering {
+	if cc == nil || cc.BGP == nil {
 		return
 	}
 	c.rmu.Lock()
 	sp := c.speaker
+	seen := maps.Clone(c.seen)
 	var up, down []string
 	for _, t := range cc.tunnels {
 		if c.failed[t.name] {
 			down = append(down, t.name)
-		} else {
+		} else if seen[t.name] {
 			up = append(up, t.name)
 		}
 	}
 	c.rmu.Unlock()
-	var want map[string]uint32
-	if len(up) > 0 && len(down) > 0 {
-		want = map[string]uint32{}
+	if sp == nil {
+		return
+	}
+	var meds map[string]uint32
+	if !cc.BGP.NoSteering && len(up) > 0 && len(down) > 0 {
+		meds = map[string]uint32{}
 		for _, n := range up {
-			want[n] = 0
+			meds[n] = 0
 		}
 	}
-	if reflect.DeepEqual(want, c.steering) || sp == nil {
+	bc := bgpConfig(cc, meds, seen)
+	if c.applied != nil && reflect.DeepEqual(*c.applied, bc) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := sp.Update(ctx, bgpConfig(cc, want)); err != nil {
-		c.log.Warn("return-path steering: BGP update failed", "err", err)
+	if err := sp.Update(ctx, bc); err != nil {
+		c.log.Warn("BGP update failed", "err", err)
 		return
 	}
-	c.steering = want
-	if want == nil {
+	c.applied = &bc
+	if reflect.DeepEqual(meds, c.steering) {
+		return
+	}
+	c.steering = meds
+	if meds == nil {
 		c.event("", "bgp", fmt.Sprintf("return-path steering off: MED %d on every tunnel (%v)", cc.BGP.MED, time.Since(start).Round(time.Millisecond)))
 	} else {
 		c.event("", "bgp", fmt.Sprintf("return-path steering: MED 0 on %s while %s is out of service (%v)", strings.Join(up, ", "), strings.Join(down, ", "), time.Since(start).Round(time.Millisecond)))
@@ -559,6 +585,7 @@ func (c *Connection) Update(cfg Config) error {
 	for _, name := range removed {
 		errs = append(errs, c.routes.RemoveTunnel(name))
 		delete(c.failed, name)
+		delete(c.seen, name)
 	}
 	c.rmu.Unlock()
 	c.cfg = cc
@@ -578,9 +605,15 @@ func (c *Connection) Update(cfg Config) error {
 		errs = append(errs, sp.Close())
 	case cc.BGP != nil && sp != nil:
 		c.smu.Lock()
-		meds := c.steering
+		c.rmu.Lock()
+		seen := maps.Clone(c.seen)
+		c.rmu.Unlock()
+		bc := bgpConfig(cc, c.steering, seen)
+		err := sp.Update(ctx, bc)
+		if err == nil {
+			c.applied = &bc
+		}
 		c.smu.Unlock()
-		err := sp.Update(ctx, bgpConfig(cc, meds))
 		if errors.Is(err, bgp.ErrRestartRequired) {
 			c.rmu.Lock()
 			c.speaker = nil
@@ -637,7 +670,7 @@ func (c *Connection) Update(cfg Config) error {
 			delete(c.trs, addr)
 		}
 	}
-	c.steer()
+	c.syncBGP()
 	c.event("", "routes", fmt.Sprintf("configuration updated: %d tunnels restarted or added, %d removed", len(start), len(removed)))
 	return errors.Join(errs...)
 }

@@ -70,14 +70,6 @@ type fileDoc map[string]any
 
 func (d fileDoc) tunnel(i int) map[string]any { return d["tunnels"].([]any)[i].(map[string]any) }
 
-func (d fileDoc) options(i int) map[string]any {
-	t := d.tunnel(i)
-	if t["options"] == nil {
-		t["options"] = map[string]any{}
-	}
-	return t["options"].(map[string]any)
-}
-
 // newConcRig builds the concentrator and starts our connection against it; edit changes the
 // configuration file first.
 func newConcRig(t *testing.T, cc lab.ConcentratorConfig, edit func(fileDoc)) *concRig {
