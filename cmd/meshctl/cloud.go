@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"meshroot/provision/api"
+	"meshroot/provision/profile"
 )
 
 func init() {
@@ -32,6 +34,9 @@ subcommands:
   secret put    store a secret: meshctl cloud secret put REF (the value is read from stdin)
   profile get   print a site's signed profile (--site)
   profile set   replace a site's profile template and issue a new version (--site FILE)
+  profile vpn   print a site's VPN networks, or replace them and issue a new version (--site,
+                --site-prefix CIDR... for the site's networks, --remote-prefix CIDR... for a
+                static connection's remote networks, which the router routes into the tunnels)
 
 Every subcommand takes --cloud URL (default $MESHCLOUD_URL or https://localhost:8443) and either
 --data DIR (meshcloud's data directory: ca.pem and admin.token) or --ca FILE and --token-file FILE.
@@ -345,8 +350,82 @@ func cloudSub(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "site %s: profile v%d issued (expires %s)\n", pi.SiteID, pi.Version, pi.ExpiresAt.Format(time.RFC3339))
 		return nil
+	case "profile vpn":
+		site := fs.String("site", "", "site id")
+		var sitePfx, remotePfx stringList
+		fs.Var(&sitePfx, "site-prefix", "replace the site's networks (repeatable, or comma-separated)")
+		fs.Var(&remotePfx, "remote-prefix", "replace a static connection's remote networks (repeatable, or comma-separated)")
+		if err := parseFlags(fs, rest, 0, stderr); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		cur, err := currentProfile(ctx, c, *site)
+		if err != nil {
+			return fmt.Errorf("profile vpn: %w", err)
+		}
+		if cur.VPN == nil {
+			return fmt.Errorf("profile vpn: site %s has no VPN connection (add one with 'meshctl profile import-aws --push')", *site)
+		}
+		v := *cur.VPN
+		if len(sitePfx) == 0 && len(remotePfx) == 0 {
+			mode := "BGP"
+			if v.StaticRoutesOnly {
+				mode = "static"
+			}
+			fmt.Fprintf(stdout, "site %s: profile v%d, VPN %s (%s)\n", *site, cur.Version, v.ConnectionID, mode)
+			for _, p := range v.SitePrefixes {
+				fmt.Fprintf(stdout, "site_prefix\t%s\n", p)
+			}
+			for _, p := range v.RemotePrefixes {
+				fmt.Fprintf(stdout, "remote_prefix\t%s\n", p)
+			}
+			return nil
+		}
+		if len(sitePfx) > 0 {
+			v.SitePrefixes = sitePfx
+		}
+		if len(remotePfx) > 0 {
+			v.RemotePrefixes = remotePfx
+		}
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("profile vpn: %w", err)
+		}
+		raw, _ := json.Marshal(&v)
+		pi, err := c.PutVPN(ctx, *site, raw)
+		if err != nil {
+			return fmt.Errorf("profile vpn: %w", err)
+		}
+		fmt.Fprintf(stdout, "site %s: profile v%d issued (VPN %s: %d site, %d remote prefixes)\n", pi.SiteID, pi.Version, v.ConnectionID, len(v.SitePrefixes), len(v.RemotePrefixes))
+		return nil
 	}
 	fmt.Fprintf(stderr, "meshctl cloud: unknown subcommand %q\n", sub)
 	fmt.Fprint(stderr, cloudUsage)
 	return errUsage
+}
+
+// currentProfile returns the profile in force for a site, verified with the fleet's
+// profile-signing keys (an expired one too: the operator edits what the devices run).
+func currentProfile(ctx context.Context, c *api.Client, site string) (*profile.Verified, error) {
+	var fi api.FleetInfo
+	if err := c.Do(ctx, "GET", api.PathFleet, nil, &fi); err != nil {
+		return nil, fmt.Errorf("fleet keys: %w", err)
+	}
+	var keys []ed25519.PublicKey
+	for _, k := range fi.ProfileKeys {
+		if len(k.PublicKey) == ed25519.PublicKeySize {
+			keys = append(keys, k.PublicKey)
+		}
+	}
+	env, err := c.SiteProfile(ctx, site)
+	if err != nil {
+		return nil, err
+	}
+	v, err := profile.Verify(env, profile.NewKeySet(keys...), profile.Expect{SiteID: site, AllowExpired: true})
+	if err != nil {
+		return nil, fmt.Errorf("site %s: %w", site, err)
+	}
+	return v, nil
 }

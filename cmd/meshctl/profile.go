@@ -28,10 +28,16 @@ func init() {
 const profileUsage = `usage: meshctl profile <subcommand> [flags]
 
 subcommands:
-  import-aws  vpn.xml [--options opts.json] --prefix CIDR...: AWS CustomerGatewayConfiguration
-              (and DescribeVpnConnections JSON) → a site profile with the VPN connection. The
-              PSKs become secret references; with --cloud they go to the cloud's secret store and
-              the VPN into the site (--site), otherwise only into --secrets-out FILE (0600).
+  import-aws  vpn.xml [--options opts.json] --prefix CIDR... [--remote-prefix CIDR...]: AWS
+              CustomerGatewayConfiguration (and DescribeVpnConnections JSON) → a site profile
+              with the VPN connection. The PSKs become secret references; with --push they go
+              to the cloud's secret store and the VPN into the site (--site), otherwise only
+              into --secrets-out FILE (0600).
+              --prefix: the site's networks (a static connection's AWS Routes are added).
+              --remote-prefix: a static connection's remote networks (the VPC's CIDRs), which
+              the router routes into the tunnels; added to the JSON's RemoteIpv4NetworkCidr and
+              RemoteIpv6NetworkCidr unless those are AWS's 0.0.0.0/0 and ::/0. The XML names
+              none, so a static connection needs one or the other; a BGP one takes neither.
   validate    FILE: check a profile (or profile template) and name every invalid field
   verify      ENVELOPE --key BASE64 | --data DIR: check a signed profile and print it
 `
@@ -133,6 +139,8 @@ func importAWS(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 	options := fs.String("options", "", "DescribeVpnConnections JSON (or Options / TunnelOptions) with the real algorithm policy")
 	var prefixes stringList
 	fs.Var(&prefixes, "prefix", "a site network to advertise (repeatable, or comma-separated)")
+	var remote stringList
+	fs.Var(&remote, "remote-prefix", "static connections: a remote (VPC) network to route into the tunnels (repeatable, or comma-separated)")
 	siteID := fs.String("site", "", "site id (with --cloud: the site to update)")
 	siteName := fs.String("site-name", "", "site name (profile output)")
 	country := fs.String("country", "", "country (profile output)")
@@ -161,7 +169,7 @@ func importAWS(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 	if err != nil {
 		return fmt.Errorf("import-aws: %w", err)
 	}
-	vpn, secrets, warnings, err := awsimport.Convert(&res.Connection, awsimport.Options{SitePrefixes: prefixes, RefPrefix: *refPrefix})
+	vpn, secrets, warnings, err := awsimport.Convert(&res.Connection, awsimport.Options{SitePrefixes: prefixes, RemotePrefixes: remote, Describe: optDoc, RefPrefix: *refPrefix})
 	for _, w := range append(res.Warnings, warnings...) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}

@@ -22,8 +22,18 @@ type Secret struct {
 // Options are what the XML does not say.
 type Options struct {
 	// SitePrefixes are the site's networks. Required for a BGP connection; for a static one
-	// they are added to the connection's static routes.
+	// they are added to the connection's static routes (AWS's Routes, which are the site's
+	// networks: the routes the concentrator sends into the VPN).
 	SitePrefixes []string
+	// RemotePrefixes are the concentrator side's networks (the VPC's CIDRs) that a static
+	// connection routes into the tunnels, added to those Describe names. Required, one way or
+	// the other, for a static connection; refused for a BGP one (BGP learns them).
+	RemotePrefixes []string
+	// Describe is the DescribeVpnConnections JSON (the document awsconfig.Import merged), or
+	// nil. Its Options.RemoteIpv4NetworkCidr and RemoteIpv6NetworkCidr are the remote networks
+	// of a static connection unless they are AWS's defaults 0.0.0.0/0 and ::/0 ("everything"),
+	// which a router cannot route into a tunnel without losing its own uplink.
+	Describe []byte
 	// RefPrefix starts every secret reference; default "vpn".
 	RefPrefix string
 }
@@ -79,6 +89,12 @@ func Convert(c *awsconfig.Connection, o Options) (*profile.VPN, []Secret, []stri
 	if len(v.SitePrefixes) == 0 {
 		return nil, nil, nil, errors.New("aws import: no site prefixes: the XML does not list the site's networks; give them (--prefix)")
 	}
+	remote, rw, err := remotePrefixes(c, o)
+	warnings = append(warnings, rw...)
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	v.RemotePrefixes = remote
 	var secrets []Secret
 	for _, t := range c.Tunnels {
 		pt := profile.Tunnel{OutsideAddress: t.OutsideAddress.String(), InsideCIDR: t.InsideCIDR.String()}
@@ -103,6 +119,56 @@ func Convert(c *awsconfig.Connection, o Options) (*profile.VPN, []Secret, []stri
 		return nil, nil, warnings, fmt.Errorf("aws import: %w", err)
 	}
 	return v, secrets, warnings, nil
+}
+
+// remotePrefixes gathers a static connection's remote networks: the JSON's, then the
+// operator's, without duplicates.
+func remotePrefixes(c *awsconfig.Connection, o Options) ([]string, []string, error) {
+	var fromJSON []netip.Prefix
+	var warnings []string
+	if len(o.Describe) > 0 {
+		nets, err := RemoteNetworks(o.Describe, c.ID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("aws import: %w", err)
+		}
+		for _, p := range nets {
+			if p.Bits() == 0 {
+				if c.StaticRoutesOnly {
+					warnings = append(warnings, fmt.Sprintf("the connection's remote network is %s (AWS's default, everything): not routed into the tunnels; give the VPC's networks (--remote-prefix)", p))
+				}
+				continue
+			}
+			fromJSON = append(fromJSON, p)
+		}
+	}
+	if !c.StaticRoutesOnly {
+		if len(o.RemotePrefixes) > 0 {
+			return nil, warnings, errors.New("aws import: remote prefixes are only for a static connection; this one runs BGP, which learns the remote networks")
+		}
+		return nil, warnings, nil
+	}
+	var out []string
+	seen := map[netip.Prefix]bool{}
+	for _, p := range fromJSON {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p.String())
+		}
+	}
+	for _, s := range o.RemotePrefixes {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, warnings, fmt.Errorf("aws import: remote prefix %q: want a CIDR such as 10.0.0.0/16", s)
+		}
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p.String())
+		}
+	}
+	if len(out) == 0 {
+		return nil, warnings, errors.New("aws import: static connection without remote prefixes: neither the XML nor AWS's options name the VPC's networks; give them (--remote-prefix)")
+	}
+	return out, warnings, nil
 }
 
 // options fills the profile's options from the import, with AWS defaults for what is missing.

@@ -121,7 +121,9 @@ type VPN struct {
 	ConnectionID string `json:"connection_id"`
 	// Type is the connection type; only "ipsec.1".
 	Type string `json:"type"`
-	// StaticRoutesOnly is true for a static connection (no BGP; SitePrefixes are static routes).
+	// StaticRoutesOnly is true for a static connection: no BGP; the concentrator routes
+	// SitePrefixes (AWS: the connection's static routes) to the site, and the site routes
+	// RemotePrefixes into the tunnels.
 	StaticRoutesOnly bool `json:"static_routes_only"`
 	// CustomerGatewayAddress is the site's own outside address as the concentrator knows it
 	// (the CGW IP); informational, empty when unknown.
@@ -130,6 +132,12 @@ type VPN struct {
 	BGP *BGP `json:"bgp,omitempty"`
 	// SitePrefixes are the site's networks, advertised over BGP (or routed statically).
 	SitePrefixes []string `json:"site_prefixes"`
+	// RemotePrefixes are the concentrator side's networks (the VPC's or transit gateway's
+	// CIDRs, IPv4 or IPv6) that a static connection routes into the tunnels: required when
+	// static_routes_only is true, absent otherwise (BGP learns them). AWS keeps one of each
+	// family in the connection's options (RemoteIpv4NetworkCidr, RemoteIpv6NetworkCidr,
+	// 0.0.0.0/0 and ::/0 unless set); a profile lists them, at most MaxRemotePrefixes.
+	RemotePrefixes []string `json:"remote_prefixes,omitempty"`
 	// Tunnels are the two tunnels, identified by their outside address (never by position).
 	Tunnels []Tunnel `json:"tunnels"`
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,6 +47,12 @@ func example() *Profile {
 			},
 		},
 	}
+}
+
+// static makes p's VPN a static connection to a VPC with an IPv4 and an IPv6 network.
+func static(p *Profile) {
+	p.VPN.StaticRoutesOnly, p.VPN.BGP = true, nil
+	p.VPN.RemotePrefixes = []string{"172.31.0.0/16", "2600:1f18:4d3:b500::/56"}
 }
 
 func TestValidateExample(t *testing.T) {
@@ -105,6 +112,23 @@ func TestValidateFieldErrors(t *testing.T) {
 		{"prefix link-local", func(p *Profile) { p.VPN.SitePrefixes[0] = "169.254.0.0/24" }, "overlaps 169.254.0.0/16"},
 		{"prefix default", func(p *Profile) { p.VPN.SitePrefixes[0] = "0.0.0.0/0" }, "default route"},
 		{"prefixes missing", func(p *Profile) { p.VPN.SitePrefixes = nil }, "vpn.site_prefixes: missing"},
+		{"prefix v6 link-local", func(p *Profile) { p.VPN.SitePrefixes[0] = "fe80::/64" }, "vpn.site_prefixes[0]: fe80::/64 overlaps fe80::/10"},
+		{"static without remote", func(p *Profile) { static(p); p.VPN.RemotePrefixes = nil }, "vpn.remote_prefixes: missing; a static connection routes"},
+		{"remote with bgp", func(p *Profile) { p.VPN.RemotePrefixes = []string{"10.0.0.0/16"} }, "vpn.remote_prefixes: only for static_routes_only"},
+		{"remote not cidr", func(p *Profile) { static(p); p.VPN.RemotePrefixes[1] = "10.0.0.0" }, `vpn.remote_prefixes[1]: "10.0.0.0" is not a CIDR prefix`},
+		{"remote host bits", func(p *Profile) { static(p); p.VPN.RemotePrefixes[0] = "172.31.5.0/16" }, "vpn.remote_prefixes[0]: 172.31.5.0/16 has host bits set (want 172.31.0.0/16)"},
+		{"remote default", func(p *Profile) { static(p); p.VPN.RemotePrefixes[0] = "0.0.0.0/0" }, "vpn.remote_prefixes[0]: 0.0.0.0/0 is a default route, not a remote network"},
+		{"remote v6 default", func(p *Profile) { static(p); p.VPN.RemotePrefixes[1] = "::/0" }, "vpn.remote_prefixes[1]: ::/0 is a default route"},
+		{"remote link-local", func(p *Profile) { static(p); p.VPN.RemotePrefixes[0] = "169.254.0.0/16" }, "vpn.remote_prefixes[0]: 169.254.0.0/16 overlaps 169.254.0.0/16"},
+		{"remote twice", func(p *Profile) { static(p); p.VPN.RemotePrefixes[1] = p.VPN.RemotePrefixes[0] }, "vpn.remote_prefixes[1]: 172.31.0.0/16 is listed twice"},
+		{"remote overlaps site", func(p *Profile) { static(p); p.VPN.RemotePrefixes[0] = "10.0.0.0/8" }, "vpn.remote_prefixes[0]: 10.0.0.0/8 overlaps site_prefixes[1] 10.20.0.0/16"},
+		{"remote too many", func(p *Profile) {
+			static(p)
+			p.VPN.RemotePrefixes = nil
+			for i := range MaxRemotePrefixes + 1 {
+				p.VPN.RemotePrefixes = append(p.VPN.RemotePrefixes, fmt.Sprintf("172.%d.%d.0/24", 16+i/256, i%256))
+			}
+		}, "vpn.remote_prefixes: 1001 prefixes; at most 1000"},
 		{"conn id", func(p *Profile) { p.VPN.ConnectionID = "" }, "vpn.connection_id"},
 		{"type", func(p *Profile) { p.VPN.Type = "ipsec.2" }, "vpn.type"},
 		{"country", func(p *Profile) { p.Country = "de" }, "country"},
@@ -132,9 +156,9 @@ func TestValidateFieldErrors(t *testing.T) {
 			}
 		})
 	}
-	// Static mode without BGP is fine.
+	// Static mode without BGP, with the remote networks, is fine.
 	p := example()
-	p.VPN.StaticRoutesOnly, p.VPN.BGP = true, nil
+	static(p)
 	if err := p.Validate(); err != nil {
 		t.Errorf("static VPN: Validate() = %v; want nil", err)
 	}
@@ -337,6 +361,26 @@ func TestStoreKeepsLastGood(t *testing.T) {
 	}
 }
 
+// TestStaticProfileRoundTrip: a static profile's remote networks survive signing and
+// verification (the field is part of schema 1, not an unknown field).
+func TestStaticProfileRoundTrip(t *testing.T) {
+	key := newKey(t)
+	p := example()
+	static(p)
+	v, err := Verify(sign(t, p, key), NewKeySet(pub(key)), Expect{Now: t0, SiteID: "berlin-1"})
+	if err != nil {
+		t.Fatalf("Verify(static profile) = %v; want nil", err)
+	}
+	if diff := cmp.Diff([]string{"172.31.0.0/16", "2600:1f18:4d3:b500::/56"}, v.VPN.RemotePrefixes); diff != "" {
+		t.Errorf("Verify(static profile).VPN.RemotePrefixes mismatch (-want +got):\n%s", diff)
+	}
+	// A BGP profile's payload does not carry the member at all.
+	b, _ := example().Marshal()
+	if strings.Contains(string(b), "remote_prefixes") {
+		t.Errorf("BGP profile payload = %s; want no remote_prefixes member", b)
+	}
+}
+
 func TestUnknownFields(t *testing.T) {
 	got, err := UnknownFields([]byte(`{"version":1,"x":1,"vpn":{"tunnels":[{"options":{"y":2}},{"z":[1]}],"bgp":{"asn":1}},"issued_at":"2026-01-01T00:00:00Z","wifi":{"bands":["5GHz"]}}`))
 	if err != nil {
@@ -368,6 +412,10 @@ func FuzzProfilePayload(f *testing.F) {
 	seed := ed25519.NewKeyFromSeed(make([]byte, 32))
 	keys := NewKeySet(pub(seed))
 	b, _ := example().Marshal()
+	f.Add(b)
+	sp := example()
+	static(sp)
+	b, _ = sp.Marshal()
 	f.Add(b)
 	f.Add([]byte(`{"schema_version":2,"extra":{"a":[1,{"b":2}]}}`))
 	f.Add([]byte(`{"schema_version":1,"vpn":{"tunnels":[{},{}]}}`))

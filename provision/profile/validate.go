@@ -96,6 +96,10 @@ var (
 // virtual private gateway accepts only 100).
 const MaxSitePrefixes = 1000
 
+// MaxRemotePrefixes is the number of remote networks a static connection may route into its
+// tunnels (the device installs each as a kernel route per tunnel).
+const MaxRemotePrefixes = 1000
+
 // Validate checks every field of the profile and returns FieldErrors naming each invalid one.
 // It does not check signatures, versions against a stored profile or expiry (see Verify).
 func (p *Profile) Validate() error {
@@ -229,23 +233,23 @@ func (v *VPN) validate(c *checker, f string) {
 	if len(v.SitePrefixes) > MaxSitePrefixes {
 		c.add(f+".site_prefixes", "%d prefixes; at most %d", len(v.SitePrefixes), MaxSitePrefixes)
 	}
-	seenPfx := map[netip.Prefix]bool{}
-	for i, s := range v.SitePrefixes {
-		fi := fmt.Sprintf("%s.site_prefixes[%d]", f, i)
-		pf, err := netip.ParsePrefix(s)
-		switch {
-		case err != nil:
-			c.add(fi, "%q is not a CIDR prefix", s)
-		case pf != pf.Masked():
-			c.add(fi, "%s has host bits set (want %s)", s, pf.Masked())
-		case pf.Bits() == 0:
-			c.add(fi, "%s is a default route, not a site prefix", s)
-		case pf.Overlaps(linkLocal4):
-			c.add(fi, "%s overlaps 169.254.0.0/16 (the tunnel inside range)", s)
-		case seenPfx[pf]:
-			c.add(fi, "%s is listed twice", s)
+	site := checkPrefixes(c, f+".site_prefixes", v.SitePrefixes, "site prefix")
+	switch {
+	case v.StaticRoutesOnly && len(v.RemotePrefixes) == 0:
+		c.add(f+".remote_prefixes", "missing; a static connection routes the concentrator side's networks (AWS RemoteIpv4NetworkCidr/RemoteIpv6NetworkCidr) into the tunnels")
+	case !v.StaticRoutesOnly && len(v.RemotePrefixes) > 0:
+		c.add(f+".remote_prefixes", "only for static_routes_only (BGP learns the remote networks)")
+	case len(v.RemotePrefixes) > MaxRemotePrefixes:
+		c.add(f+".remote_prefixes", "%d prefixes; at most %d", len(v.RemotePrefixes), MaxRemotePrefixes)
+	}
+	remote := checkPrefixes(c, f+".remote_prefixes", v.RemotePrefixes, "remote network")
+	for _, r := range remote {
+		for _, l := range site {
+			if r.p.Overlaps(l.p) {
+				c.add(fmt.Sprintf("%s.remote_prefixes[%d]", f, r.i), "%s overlaps site_prefixes[%d] %s (the site's own network would be routed into the tunnels)", r.p, l.i, l.p)
+				break
+			}
 		}
-		seenPfx[pf] = true
 	}
 	if len(v.Tunnels) != 2 {
 		c.add(f+".tunnels", "%d tunnels; want 2", len(v.Tunnels))
@@ -283,6 +287,45 @@ func (v *VPN) validate(c *checker, f string) {
 		}
 		t.Options.validate(c, ft+".options")
 	}
+}
+
+// indexedPrefix is a valid prefix of a list and its index there.
+type indexedPrefix struct {
+	i int
+	p netip.Prefix
+}
+
+var linkLocal6 = netip.MustParsePrefix("fe80::/10")
+
+// checkPrefixes checks a list of network prefixes (field f, entries f[i]) and returns the valid
+// ones: CIDR notation without host bits, not a default route, not in the tunnels' inside range
+// or IPv6 link-local, no duplicates.
+func checkPrefixes(c *checker, f string, list []string, what string) []indexedPrefix {
+	var ok []indexedPrefix
+	seen := map[netip.Prefix]bool{}
+	for i, s := range list {
+		fi := fmt.Sprintf("%s[%d]", f, i)
+		pf, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			c.add(fi, "%q is not a CIDR prefix", s)
+			continue
+		case pf != pf.Masked():
+			c.add(fi, "%s has host bits set (want %s)", s, pf.Masked())
+		case pf.Bits() == 0:
+			c.add(fi, "%s is a default route, not a %s", s, what)
+		case pf.Overlaps(linkLocal4):
+			c.add(fi, "%s overlaps 169.254.0.0/16 (the tunnel inside range)", s)
+		case pf.Overlaps(linkLocal6):
+			c.add(fi, "%s overlaps fe80::/10 (link-local)", s)
+		case seen[pf]:
+			c.add(fi, "%s is listed twice", s)
+		default:
+			ok = append(ok, indexedPrefix{i, pf})
+		}
+		seen[pf] = true
+	}
+	return ok
 }
 
 func checkOutside(c *checker, f, s string) (netip.Addr, bool) {
