@@ -136,8 +136,8 @@ type TunnelOptions struct {
 	IKEProposals, ESPProposals []string
 }
 
-// Failover tunes fast failover (see vpn/tunnel): zero values are the defaults (300 ms window,
-// 500 ms probe timeout, 1 s recheck).
+// Failover tunes fast failover (see vpn/tunnel): zero values are the defaults (250 ms window,
+// 400 ms probe timeout, 1 s recheck).
 type Failover struct {
 	Disabled                      bool
 	Window, ProbeTimeout, Recheck time.Duration

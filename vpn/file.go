@@ -54,7 +54,7 @@ import (
 //	      }
 //	    }
 //	  ],
-//	  "failover": {"disabled": false, "window_ms": 300, "probe_timeout_ms": 500, "recheck_ms": 1000}
+//	  "failover": {"disabled": false, "window_ms": 250, "probe_timeout_ms": 400, "recheck_ms": 1000}
 //	}
 //
 // (The comments above are for the reader: JSON has none.) The profile's dpd_timeout_action is

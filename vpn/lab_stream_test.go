@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,8 +173,11 @@ func maxGap(ts []time.Time, from time.Time) time.Duration {
 	return gap
 }
 
-// udpProbes is a one-way stream of UDP datagrams, one every interval.
+// udpProbes is a stream of UDP datagrams, one every interval, recorded on arrival at the
+// server; with echo the server sends each back (a two-way conversation, as most traffic is,
+// so that the tunnel sees inbound ESP), and the client drains the echoes.
 type udpProbes struct {
+	echo     bool
 	tx, rx   *net.UDPConn
 	mu       sync.Mutex
 	arrivals []time.Time
@@ -184,9 +188,18 @@ type udpProbes struct {
 }
 
 // startUDPProbes sends from clientNS (from source port sport; 0: any) to server in srvNS.
-func startUDPProbes(t *testing.T, clientNS, srvNS *lab.NS, server netip.AddrPort, sport int, interval time.Duration) *udpProbes {
+func startUDPProbes(t testing.TB, clientNS, srvNS *lab.NS, server netip.AddrPort, sport int, interval time.Duration) *udpProbes {
+	return startUDP(t, clientNS, srvNS, server, sport, interval, false)
+}
+
+// startUDPEcho is startUDPProbes with the server echoing every datagram.
+func startUDPEcho(t testing.TB, clientNS, srvNS *lab.NS, server netip.AddrPort, interval time.Duration) *udpProbes {
+	return startUDP(t, clientNS, srvNS, server, 0, interval, true)
+}
+
+func startUDP(t testing.TB, clientNS, srvNS *lab.NS, server netip.AddrPort, sport int, interval time.Duration, echo bool) *udpProbes {
 	t.Helper()
-	u := &udpProbes{stop: make(chan struct{})}
+	u := &udpProbes{stop: make(chan struct{}), echo: echo}
 	if err := srvNS.Do(func() error {
 		var err error
 		u.rx, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(server))
@@ -210,15 +223,31 @@ func startUDPProbes(t *testing.T, clientNS, srvNS *lab.NS, server netip.AddrPort
 		defer u.done.Done()
 		buf := make([]byte, 64)
 		for {
-			if _, err := u.rx.Read(buf); err != nil {
+			n, from, err := u.rx.ReadFromUDPAddrPort(buf)
+			if err != nil {
 				return
 			}
 			now := time.Now()
 			u.mu.Lock()
 			u.arrivals = append(u.arrivals, now)
 			u.mu.Unlock()
+			if u.echo {
+				u.rx.WriteToUDPAddrPort(buf[:n], from)
+			}
 		}
 	}()
+	if echo {
+		u.done.Add(1)
+		go func() {
+			defer u.done.Done()
+			buf := make([]byte, 64)
+			for {
+				if _, err := u.tx.Read(buf); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+					return
+				}
+			}
+		}()
+	}
 	go func() {
 		defer u.done.Done()
 		tick := time.NewTicker(interval)

@@ -57,7 +57,7 @@ const connID = "vpn-0a1b2c3d4e5f60718"
 
 // concRig is a Concentrator lab with our connection running in its site namespace.
 type concRig struct {
-	t    *testing.T
+	t    testing.TB
 	l    *lab.Lab
 	c    *lab.Concentrator
 	dir  string
@@ -72,7 +72,7 @@ func (d fileDoc) tunnel(i int) map[string]any { return d["tunnels"].([]any)[i].(
 
 // newConcRig builds the concentrator and starts our connection against it; edit changes the
 // configuration file first.
-func newConcRig(t *testing.T, cc lab.ConcentratorConfig, edit func(fileDoc)) *concRig {
+func newConcRig(t testing.TB, cc lab.ConcentratorConfig, edit func(fileDoc)) *concRig {
 	t.Helper()
 	testenv.Integration(t)
 	testenv.Command(t, "charon")

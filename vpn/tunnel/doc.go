@@ -37,8 +37,8 @@
 //
 // The tunnel's goroutine reads the data plane's last-inbound and last-outbound times every
 // 50 ms. When outbound ESP flows and nothing authenticated came back for Failover.Window
-// (300 ms), it asks IKE for a liveness check with a short deadline (ike.Conn.Probe,
-// ProbeTimeout 500 ms). Unanswered, the tunnel goes out of service at once — its SAs are
+// (250 ms), it asks IKE for a liveness check with a short deadline (ike.Conn.Probe,
+// ProbeTimeout 400 ms). Unanswered, the tunnel goes out of service at once — its SAs are
 // kept — and is checked again every Recheck (1 s); the first answer or inbound ESP packet
 // puts it back in service. An idle tunnel sends no probes: IKE's DPD (DPDInterval idle, then
 // DPDTimeout) covers it, so a quiet link never fails over.

@@ -49,7 +49,7 @@ type labOpts struct {
 }
 
 type labRig struct {
-	t    *testing.T
+	t    testing.TB
 	l    *lab.Lab
 	p    *lab.PeerPair
 	sw   *lab.Charon
@@ -63,7 +63,7 @@ type labRig struct {
 	evs []Event
 }
 
-func newLabRig(t *testing.T, o labOpts) *labRig {
+func newLabRig(t testing.TB, o labOpts) *labRig {
 	t.Helper()
 	testenv.Integration(t)
 	testenv.Command(t, "charon")
