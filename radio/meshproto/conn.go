@@ -46,6 +46,8 @@ func (c *Conn) Send(addr net.Addr, t Type, v any) error {
 // Receive returns the next authentic message, skipping (and counting) the rest, until ctx ends.
 func (c *Conn) Receive(ctx context.Context) (Message, net.Addr, error) {
 	buf := make([]byte, MaxDatagram+1)
+	// A Receive that ended with its context left the read deadline in the past: clear it.
+	_ = c.pc.SetReadDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { _ = c.pc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	for {

@@ -175,6 +175,15 @@ func TestConnOverUDP(t *testing.T) {
 	if _, _, err := b.Receive(ctx2); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Receive(no traffic) = %v; want deadline", err)
 	}
+	// A later Receive (a restarted service on the same socket) still gets messages.
+	if err := a.Send(b.LocalAddr(), TypeRadioReport, RadioReport{Node: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx3, cancel3 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel3()
+	if _, _, err := b.Receive(ctx3); err != nil {
+		t.Errorf("Receive() after a cancelled Receive = %v", err)
+	}
 }
 
 func FuzzOpen(f *testing.F) {
