@@ -97,9 +97,11 @@ type OTAInfo struct {
 	Channel       string `json:"channel"`
 }
 
-// LogsAccepted answers a log upload.
+// LogsAccepted answers a log upload: Accepted lines were stored, Duplicates were skipped
+// because a line with the same log_id was stored before. Both are delivered.
 type LogsAccepted struct {
-	Accepted int `json:"accepted"`
+	Accepted   int `json:"accepted"`
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // CreateSiteRequest creates a site. WiFiSSID and Country seed the profile template.
@@ -164,8 +166,10 @@ type Device struct {
 }
 
 // LogRecord is one ingested log line. Tunnel is the tunnel's outside address when the line
-// is about a tunnel (the line's "tunnel" attribute).
+// is about a tunnel (the line's "tunnel" attribute). LogID is the line's log_id, the device's
+// unique id for it ("<boot id>-<sequence>"), when it has one.
 type LogRecord struct {
+	LogID    string         `json:"log_id,omitempty"`
 	Time     time.Time      `json:"time"`
 	Received time.Time      `json:"received_at"`
 	SiteID   string         `json:"site_id"`

@@ -60,8 +60,17 @@ type testCloud struct {
 
 func startCloud(t *testing.T, cfg Config) *testCloud {
 	t.Helper()
-	logs := &syncBuffer{}
 	cfg.DataDir = t.TempDir()
+	c, stop := serveCloud(t, cfg)
+	t.Cleanup(stop)
+	return c
+}
+
+// serveCloud starts a cloud in cfg.DataDir; stop ends it (idempotent; the test's cleanup calls
+// it too), so that a test can start another one on the same directory.
+func serveCloud(t *testing.T, cfg Config) (*testCloud, func()) {
+	t.Helper()
+	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := New(cfg)
 	if err != nil {
@@ -74,19 +83,23 @@ func startCloud(t *testing.T, cfg Config) *testCloud {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve() = %v", err)
-		}
-		s.Close()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve() = %v", err)
+			}
+			s.Close()
+		})
+	}
+	t.Cleanup(stop)
 	hc, err := api.TrustCA(s.CACertPEM(), 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := "https://" + ln.Addr().String()
-	return &testCloud{Server: s, url: u, logs: logs, dir: cfg.DataDir, op: &api.Client{BaseURL: u, Token: s.AdminToken(), HTTP: hc}, sp: loadSpec(t), t: t}
+	return &testCloud{Server: s, url: u, logs: logs, dir: cfg.DataDir, op: &api.Client{BaseURL: u, Token: s.AdminToken(), HTTP: hc}, sp: loadSpec(t), t: t}, stop
 }
 
 // call makes a request with client hc and checks the answer against the OpenAPI document:

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -367,13 +368,47 @@ func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.Secret{Ref: ref, Value: string(v)})
 }
 
-// postLogs ingests JSON lines. Known members: time (RFC 3339), level, msg, tunnel; the rest
-// are kept as attributes.
+// maxLogID bounds a log line's log_id.
+const maxLogID = 128
+
+// postLogs ingests JSON lines. Known members: log_id, time (RFC 3339), level, msg, tunnel; the
+// rest are kept as attributes. Ingest is idempotent by log_id: the device's shipper delivers
+// at least once (firmware/logship tags each line "<boot id>-<sequence>"), so a line whose
+// log_id is among the device's last Config.LogDedupeWindow stored ids is acknowledged and
+// skipped. The window is stored with the records (one bbolt transaction), so it survives
+// restarts. Lines without a log_id (older shippers) are stored as they come.
 func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 	d := device(r)
 	now := s.now()
+	recs, field, err := parseLogLines(http.MaxBytesReader(w, r.Body, logBody), now)
+	if err != nil {
+		if field != "" {
+			writeError(w, http.StatusBadRequest, err.Error(), field)
+		} else {
+			writeError(w, http.StatusBadRequest, err.Error())
+		}
+		return
+	}
+	for i := range recs {
+		recs[i].SiteID, recs[i].Device = d.SiteID, d.Serial
+	}
+	stored, dups, err := s.st.appendLogs(d.SiteID, d.Serial, recs, s.cfg.LogDedupeWindow)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "log store failed")
+		return
+	}
+	if dups > 0 {
+		s.log.Debug("log lines already stored", "serial", d.Serial, "duplicates", dups)
+	}
+	s.st.touchDevice(d.Serial, now, 0)
+	writeJSON(w, http.StatusAccepted, api.LogsAccepted{Accepted: stored, Duplicates: dups})
+}
+
+// parseLogLines reads a log upload (JSON lines, at most logBody bytes) into records received at
+// now; an error names the line (and, for log_id, returns the field).
+func parseLogLines(body io.Reader, now time.Time) ([]api.LogRecord, string, error) {
 	var recs []api.LogRecord
-	sc := bufio.NewScanner(http.MaxBytesReader(w, r.Body, logBody))
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), logBody)
 	for n := 1; sc.Scan(); n++ {
 		line := bytes.TrimSpace(sc.Bytes())
@@ -382,10 +417,16 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		var m map[string]any
 		if err := json.Unmarshal(line, &m); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("line %d: %v", n, err))
-			return
+			return nil, "", fmt.Errorf("line %d: %v", n, err)
 		}
-		rec := api.LogRecord{Time: now, Received: now, SiteID: d.SiteID, Device: d.Serial}
+		rec := api.LogRecord{Time: now, Received: now}
+		if v, ok := m["log_id"]; ok {
+			id, ok := v.(string)
+			if !ok || id == "" || len(id) > maxLogID {
+				return nil, "log_id", fmt.Errorf("line %d: log_id: want a string of 1-%d bytes", n, maxLogID)
+			}
+			rec.LogID = id
+		}
 		if v, ok := m["time"].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 				rec.Time = t
@@ -394,7 +435,7 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 		rec.Level, _ = m["level"].(string)
 		rec.Msg, _ = m["msg"].(string)
 		rec.Tunnel, _ = m["tunnel"].(string)
-		for _, k := range []string{"time", "level", "msg", "tunnel"} {
+		for _, k := range []string{"log_id", "time", "level", "msg", "tunnel"} {
 			delete(m, k)
 		}
 		if len(m) > 0 {
@@ -403,15 +444,9 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 		recs = append(recs, rec)
 	}
 	if err := sc.Err(); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
-		return
+		return nil, "", fmt.Errorf("body: %w", err)
 	}
-	if err := s.st.appendLogs(d.SiteID, recs); err != nil {
-		writeError(w, http.StatusInternalServerError, "log store failed")
-		return
-	}
-	s.st.touchDevice(d.Serial, now, 0)
-	writeJSON(w, http.StatusAccepted, api.LogsAccepted{Accepted: len(recs)})
+	return recs, "", nil
 }
 
 func (s *Server) getOTA(w http.ResponseWriter, r *http.Request) {

@@ -74,7 +74,15 @@ type Config struct {
 	ClaimTTL, ProfileTTL, CertTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// LogDedupeWindow is how many recent log_ids the log ingest remembers per device to drop
+	// re-sent lines (default DefaultLogDedupeWindow).
+	LogDedupeWindow int
 }
+
+// DefaultLogDedupeWindow is the log ingest's default per-device dedupe window: twice the
+// device shipper's buffer (firmware/logship: 5,000 lines), so any line an upload can re-send is
+// still remembered when it comes again.
+const DefaultLogDedupeWindow = 10000
 
 // Access says who may call a mounted handler.
 type Access int
@@ -135,6 +143,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.CertTTL == 0 {
 		cfg.CertTTL = 365 * 24 * time.Hour
+	}
+	if cfg.LogDedupeWindow <= 0 {
+		cfg.LogDedupeWindow = DefaultLogDedupeWindow
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(), siteWait: map[string]chan struct{}{}}
 	var err error

@@ -24,6 +24,8 @@ import (
 //	certs    cert serial    → device serial (revoking a device drops its certificate)
 //	secrets  reference      → AES-256-GCM sealed value (master.key), the reference as AAD
 //	logs     site id        → bucket: 8-byte time ‖ 8-byte sequence → LogRecord (JSON)
+//	logids   device serial  → bucket: "ids": log_id → 8-byte sequence, "order": sequence → log_id
+//	                           (the device's most recent log_ids, the ingest's dedupe window)
 var (
 	bSites   = []byte("sites")
 	bClaims  = []byte("claims")
@@ -31,6 +33,9 @@ var (
 	bCerts   = []byte("certs")
 	bSecrets = []byte("secrets")
 	bLogs    = []byte("logs")
+	bLogIDs  = []byte("logids")
+	bIDs     = []byte("ids")
+	bOrder   = []byte("order")
 )
 
 var errNotFound = errors.New("not found")
@@ -70,7 +75,7 @@ func openStore(path string, box *persist.Box) (*store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bSites, bClaims, bDevices, bCerts, bSecrets, bLogs} {
+		for _, b := range [][]byte{bSites, bClaims, bDevices, bCerts, bSecrets, bLogs, bLogIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -247,26 +252,94 @@ func (s *store) deleteDevice(serial string) error {
 				return err
 			}
 		}
+		if tx.Bucket(bLogIDs).Bucket([]byte(serial)) != nil {
+			if err := tx.Bucket(bLogIDs).DeleteBucket([]byte(serial)); err != nil {
+				return err
+			}
+		}
 		return tx.Bucket(bDevices).Delete([]byte(serial))
 	})
 }
 
-func (s *store) appendLogs(site string, recs []LogRecord) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+// appendLogs stores a device's log records, skipping those whose LogID is in the device's dedupe
+// window (the last window log_ids it stored); the records and the window change in one
+// transaction, so a line is stored exactly when its id is remembered, across restarts too.
+// It returns how many were stored and how many were duplicates.
+func (s *store) appendLogs(site, serial string, recs []LogRecord, window int) (stored, dups int, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		stored, dups = 0, 0
 		b, err := tx.Bucket(bLogs).CreateBucketIfNotExists([]byte(site))
 		if err != nil {
 			return err
 		}
+		var ids, order *bolt.Bucket
+		dev := tx.Bucket(bLogIDs).Bucket([]byte(serial))
 		for _, r := range recs {
+			if r.LogID != "" {
+				if dev == nil {
+					if dev, err = tx.Bucket(bLogIDs).CreateBucketIfNotExists([]byte(serial)); err != nil {
+						return err
+					}
+				}
+				if ids == nil {
+					if ids, err = dev.CreateBucketIfNotExists(bIDs); err != nil {
+						return err
+					}
+					if order, err = dev.CreateBucketIfNotExists(bOrder); err != nil {
+						return err
+					}
+				}
+				if ids.Get([]byte(r.LogID)) != nil {
+					dups++
+					continue
+				}
+				n, _ := dev.NextSequence()
+				nk := binary.BigEndian.AppendUint64(nil, n)
+				if err := ids.Put([]byte(r.LogID), nk); err != nil {
+					return err
+				}
+				if err := order.Put(nk, []byte(r.LogID)); err != nil {
+					return err
+				}
+				// Forget the ids that fell out of the window (more than one after the window
+				// was made smaller).
+				c := order.Cursor()
+				for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k)+uint64(window) <= n; k, v = c.First() {
+					if err := ids.Delete(v); err != nil {
+						return err
+					}
+					if err := order.Delete(k); err != nil {
+						return err
+					}
+				}
+			}
 			seq, _ := b.NextSequence()
 			key := binary.BigEndian.AppendUint64(nil, uint64(r.Received.UnixNano()))
 			key = binary.BigEndian.AppendUint64(key, seq)
 			if err := putJSON(b, string(key), &r); err != nil {
 				return err
 			}
+			stored++
 		}
 		return nil
 	})
+	return stored, dups, err
+}
+
+// logIDWindow returns the log_ids a device's dedupe window holds, oldest first (for tests).
+func (s *store) logIDWindow(serial string) []string {
+	var out []string
+	s.db.View(func(tx *bolt.Tx) error {
+		dev := tx.Bucket(bLogIDs).Bucket([]byte(serial))
+		if dev == nil || dev.Bucket(bOrder) == nil {
+			return nil
+		}
+		return dev.Bucket(bOrder).ForEach(func(_, v []byte) error {
+			out = append(out, string(v))
+			return nil
+		})
+	})
+	return out
 }
 
 // LogQuery selects log records of one site.
