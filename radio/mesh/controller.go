@@ -183,9 +183,9 @@ func (c *Controller) rebuildLocked(ctx context.Context, now time.Time) {
 		}
 	}
 	for _, b := range c.sortedBSSes() {
-		w := 20
-		if b.Band != meshproto.Band2G4 {
-			w = 80
+		w := b.Width
+		if w == 0 {
+			w = 20
 		}
 		list = append(list, steer.BSS{BSSID: b.BSSID.String(), Node: b.Node, Band: steerBand(b.Band), Width: w})
 	}

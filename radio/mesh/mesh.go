@@ -97,7 +97,7 @@ func bssInfo(node, radio string, st hostapd.Status, mdid string) (meshproto.BSSI
 		info |= hostapd.BSSIDInfoMobilityDomain
 	}
 	return meshproto.BSSInfo{BSSID: bssid, SSID: b.SSID, Node: node, Radio: radio, Band: meshproto.BandOfFreq(spec.Freq),
-		Freq: spec.Freq, Channel: spec.Channel(), OpClass: int(oc), PHYType: phy, BSSIDInfo: info, MobilityDomain: strings.ToLower(mdid)}, nil
+		Freq: spec.Freq, Width: spec.Width, Channel: spec.Channel(), OpClass: int(oc), PHYType: phy, BSSIDInfo: info, MobilityDomain: strings.ToLower(mdid)}, nil
 }
 
 // neighborReport turns a BSSInfo into hostapd's neighbour report entry.

@@ -318,10 +318,11 @@ type BSSInfo struct {
 	Node  string `json:"node"`
 	Radio string `json:"radio,omitempty"`
 	Band  string `json:"band"`
-	// Freq is the primary channel's frequency; Channel its number; OpClass the global operating
+	// Freq is the primary channel's frequency, Width the channel width (MHz); Channel its number; OpClass the global operating
 	// class (802.11 Annex E); PHYType the dot11PHYType; BSSIDInfo the neighbour report's BSSID
 	// information field.
 	Freq      int    `json:"freq"`
+	Width     int    `json:"width,omitempty"`
 	Channel   int    `json:"channel"`
 	OpClass   int    `json:"op_class"`
 	PHYType   int    `json:"phy_type"`
@@ -341,6 +342,11 @@ func (b BSSInfo) check(c *checker, f string) {
 		c.fail(f+".band", "%q is not a band", truncateText(b.Band))
 	}
 	c.rangeInt(f+".freq", b.Freq, 2400, 7125)
+	switch b.Width {
+	case 0, 20, 40, 80, 160, 320:
+	default:
+		c.fail(f+".width", "%d MHz is not a channel width", b.Width)
+	}
 	c.rangeInt(f+".channel", b.Channel, 1, 233)
 	c.rangeInt(f+".op_class", b.OpClass, 1, 255)
 	c.rangeInt(f+".phy_type", b.PHYType, 0, 255)
