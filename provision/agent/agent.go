@@ -150,7 +150,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.dev, err = onboard.NewDevice(onboard.DeviceConfig{
 		Factory: cfg.Factory, StateDir: filepath.Join(a.dir, "onboard"), Lockout: cfg.Lockout,
-		OnSetup: a.onSetup, Progress: a.Progress, Logger: cfg.Logger,
+		OnSetup: a.onSetup, Progress: a.channelProgress, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -213,8 +213,28 @@ func profileKeys(ks []api.ProfileKey) profile.KeySet {
 	return set
 }
 
-// Progress is how far provisioning got (what the app's status requests see).
+// Progress is how far provisioning got (the device's status): before any setup it is
+// "unpaired" (waiting for the app), "pairing" while a handshake is under way and "paired" once
+// the app proved the setup code; then "configured", "enrolling", "enrolled", "profile" (or
+// "failed"), as onboard.Progress describes.
 func (a *Agent) Progress() onboard.Progress {
+	a.mu.Lock()
+	p := a.progress
+	a.mu.Unlock()
+	if p.Phase != "" {
+		return p
+	}
+	switch s := a.dev.Session(); s {
+	case onboard.PhasePairing, onboard.PhasePaired:
+		return onboard.Progress{Phase: s}
+	}
+	return onboard.Progress{Phase: onboard.PhaseUnpaired}
+}
+
+// channelProgress is Progress as the app sees it over the paired channel (the onboard device
+// calls it under its lock, so it must not ask the device for its session): before the setup,
+// the asking app is paired.
+func (a *Agent) channelProgress() onboard.Progress {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.progress.Phase == "" {

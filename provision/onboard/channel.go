@@ -185,10 +185,13 @@ type Request struct {
 	Setup *Setup `json:"setup,omitempty"`
 }
 
-// Progress is how far the device got after pairing.
+// Progress is how far the device got. The app asks for it over the paired channel, so it sees
+// "paired" onwards; the device's own status also shows the phases before that.
 type Progress struct {
-	// Phase is "paired", "configured", "enrolling", "enrolled", "profile" (a verified profile is
-	// in force) or "failed".
+	// Phase is, in order: "unpaired" (waiting for the app), "pairing" (a handshake is under
+	// way), "paired" (the app proved the setup code; no setup yet), "configured" (the app's
+	// setup is stored), "enrolling", "enrolled", "profile" (a verified profile is in force: the
+	// end of onboarding); or "failed" (Detail says why; the device waits for a new pairing).
 	Phase          string `json:"phase"`
 	SiteID         string `json:"site_id,omitempty"`
 	ProfileVersion uint64 `json:"profile_version,omitempty"`
@@ -198,6 +201,8 @@ type Progress struct {
 
 // Progress phases.
 const (
+	PhaseUnpaired   = "unpaired"
+	PhasePairing    = "pairing"
 	PhasePaired     = "paired"
 	PhaseConfigured = "configured"
 	PhaseEnrolling  = "enrolling"

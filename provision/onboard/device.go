@@ -159,6 +159,23 @@ func (d *Device) saveAttempts() error {
 	return persist.WriteFile(d.path, b, 0o600)
 }
 
+// Session says how far the current pairing session got: PhasePairing while a handshake is
+// under way, PhasePaired once the app has proved the setup code, "" when there is none (or it
+// timed out). It must not be called from the DeviceConfig callbacks (they run under the
+// device's lock).
+func (d *Device) Session() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.expire(d.cfg.Now())
+	switch {
+	case d.cur == nil:
+		return ""
+	case d.cur.state == stPaired:
+		return PhasePaired
+	}
+	return PhasePairing
+}
+
 // Attempts returns the failed-attempt count and the lockout's end.
 func (d *Device) Attempts() (failures int, lockedUntil time.Time) {
 	d.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -581,4 +582,38 @@ func (s *stopAfter) patch(b []byte) []byte {
 		p[2+i] = byte(s.session >> (56 - 8*i))
 	}
 	return p
+}
+
+// TestSessionPhase: Device.Session follows a pairing: none, "pairing" during the handshake (seen
+// from inside it), "paired" after the app's confirmation, none again once it idles out.
+func TestSessionPhase(t *testing.T) {
+	fx := newFixture(t, Lockout{})
+	ctx := context.Background()
+	if got := fx.dev.Session(); got != "" {
+		t.Errorf("Session() before pairing = %q; want none", got)
+	}
+	var during []string
+	tr := &direct{d: fx.dev, tamper: func(dir string, f []byte) []byte {
+		if dir == "to-device" && (Type(f[1]) == TypePake1 || Type(f[1]) == TypePake3) {
+			during = append(during, fx.dev.Session())
+		}
+		return f
+	}}
+	s, err := Pair(ctx, tr, fx.label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{PhasePairing, PhasePairing}; !slices.Equal(during, want) {
+		t.Errorf("Session() during the handshake = %q; want %q", during, want)
+	}
+	if got := fx.dev.Session(); got != PhasePaired {
+		t.Errorf("Session() after pairing = %q; want %q", got, PhasePaired)
+	}
+	if _, err := s.Setup(ctx, testSetup); err != nil {
+		t.Fatal(err)
+	}
+	fx.clock.add(11 * time.Minute) // past the idle timeout
+	if got := fx.dev.Session(); got != "" {
+		t.Errorf("Session() after the idle timeout = %q; want none", got)
+	}
 }
