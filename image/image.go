@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -123,6 +124,11 @@ type Options struct {
 	// their shared libraries added with ldd when the board's arch is the build machine's;
 	// otherwise list the libraries as Files too.
 	Files []File
+	// OTARoot is the fleet's OTA trust root (the TUF root.json of the update repository, e.g.
+	// `meshctl ota keygen`'s metadata/root.json) to ship at OTARootPath; nil ships none and the
+	// device runs with updates disabled. It must be root metadata signed by its own root keys
+	// (ParseOTARoot); the manifest records its digest.
+	OTARoot []byte
 	// Compression of the initramfs (DefaultCompression, zstd, when "").
 	Compression Compression
 	// Budget overrides DefaultBudget when non-nil.
@@ -177,8 +183,10 @@ type Manifest struct {
 	Modules        []string `json:"modules"`
 	ModulesBuiltin []string `json:"modules_builtin,omitempty"`
 	// Files are the extra files' paths in the image.
-	Files        []string `json:"files,omitempty"`
-	BuildSeconds float64  `json:"build_seconds"`
+	Files []string `json:"files,omitempty"`
+	// OTARoot is the OTA trust root the image carries; nil when it has none.
+	OTARoot      *OTARootInfo `json:"ota_root,omitempty"`
+	BuildSeconds float64      `json:"build_seconds"`
 }
 
 // ManifestName is the manifest's file name in the output directory.
@@ -260,6 +268,21 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 	if o.Budget != nil {
 		budget = *o.Budget
 	}
+	var otaRoot *OTARootInfo
+	files := o.Files
+	if o.OTARoot != nil {
+		info, err := ParseOTARoot(o.OTARoot)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("image: %w", err)
+		}
+		for _, f := range o.Files {
+			if strings.TrimPrefix(path.Clean("/"+f.Path), "/") == OTARootPath {
+				return Manifest{}, fmt.Errorf("image: extra file %s: the OTA root goes there (Options.OTARoot)", f.Path)
+			}
+		}
+		otaRoot = &info
+		files = append(slices.Clone(o.Files), File{Path: OTARootPath, Data: o.OTARoot, Mode: 0o644})
+	}
 	src := o.SourceDir
 	if src == "" {
 		if src, err = FindSourceDir(); err != nil {
@@ -283,6 +306,12 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("image: board %s: %w", b.Name, err)
 	}
 	step("board %s (%s), version %s, kernel %s", b.Name, b.Arch, version, kver)
+	if otaRoot != nil {
+		step("OTA trust root: version %d, %d of %d root keys, expires %s, sha256 %.16s…", otaRoot.Version, otaRoot.Threshold, len(otaRoot.KeyIDs), otaRoot.Expires.Format(time.RFC3339), otaRoot.SHA256)
+		if built.After(otaRoot.Expires) {
+			step("warning: the OTA trust root expired %s: devices refresh only if the repository's root chain continues from it", otaRoot.Expires.Format(time.RFC3339))
+		}
+	}
 
 	// Kernel modules: closure from .modinfo, modules.dep generated here.
 	tree, err := OpenModuleTree(filepath.Join(kdir, "modules"), kver)
@@ -359,7 +388,7 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		devFiles = append(devFiles, File{Path: "bin/" + name, Host: out})
 		cmdNames = append(cmdNames, name)
 	}
-	base, err := baseArchive(tree, mods, append(rel, '\n'), o.Files, devFiles)
+	base, err := baseArchive(tree, mods, append(rel, '\n'), files, devFiles)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("image: %w", err)
 	}
@@ -442,9 +471,9 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 	}
 
 	sort.Strings(cmdNames)
-	var files []string
+	var fileNames []string
 	for _, f := range o.Files {
-		files = append(files, strings.TrimPrefix(path.Clean("/"+f.Path), "/"))
+		fileNames = append(fileNames, strings.TrimPrefix(path.Clean("/"+f.Path), "/"))
 	}
 	m := Manifest{
 		Board:          b.Name,
@@ -467,7 +496,8 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		BusyboxCached:  bb.hit,
 		Modules:        mods.Load,
 		ModulesBuiltin: mods.Builtin,
-		Files:          files,
+		Files:          fileNames,
+		OTARoot:        otaRoot,
 	}
 	if m.SlotSize > 0 {
 		m.SlotFree = m.SlotSize - kern.Size - initrd.Size

@@ -199,6 +199,9 @@ func TestBuildOptionErrors(t *testing.T) {
 		{"no out", Options{Board: good}, "output directory"},
 		{"bad compression", Options{Board: good, OutDir: "o", Compression: "lz4"}, "lz4"},
 		{"no kernel", Options{Board: good, OutDir: "o", SourceDir: t.TempDir(), KernelDir: t.TempDir()}, "make kernels"},
+		{"ota root not a root", Options{Board: good, OutDir: "o", OTARoot: []byte(`{"signed":{"_type":"timestamp"}}`)}, "ota root: not TUF root metadata"},
+		{"ota root unsigned", Options{Board: good, OutDir: "o", OTARoot: []byte(`{"signatures":[],"signed":{"_type":"root","spec_version":"1.0.31","version":1,"expires":"2030-01-01T00:00:00Z","keys":{"k":{"keytype":"ed25519","scheme":"ed25519","keyval":{"public":"00"}}},"roles":{"root":{"keyids":["k"],"threshold":1},"targets":{"keyids":["k"],"threshold":1},"snapshot":{"keyids":["k"],"threshold":1},"timestamp":{"keyids":["k"],"threshold":1}},"consistent_snapshot":true}}`)}, "signatures: none"},
+		{"ota root and a file at its path", Options{Board: good, OutDir: "o", OTARoot: otaRootFixture(t), Files: []File{{Path: "/etc/meshroot/ota/root.json", Data: []byte("{}")}}}, "the OTA root goes there"},
 	} {
 		if _, err := Build(ctx, tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Build = %v; want an error containing %q", tc.name, err, tc.want)
@@ -285,4 +288,13 @@ func TestExtractPVH(t *testing.T) {
 	if hasPVHNote(f2) {
 		t.Errorf("hasPVHNote after removing the note = true; want false")
 	}
+}
+
+func otaRootFixture(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "ota-root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

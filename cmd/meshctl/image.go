@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -45,9 +46,9 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // buildFlags are the image build flags shared by `image build` and `run`.
 type buildFlags struct {
-	board, version, compression string
-	modules, files              listFlag
-	verbose, noCache            bool
+	board, version, compression, otaRoot string
+	modules, files                       listFlag
+	verbose, noCache                     bool
 }
 
 func (f *buildFlags) register(fs *flag.FlagSet) {
@@ -56,6 +57,7 @@ func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.compression, "compression", "zstd", "initramfs compression: zstd or xz (smaller, slower to unpack)")
 	fs.Var(&f.modules, "module", "extra kernel module to ship (repeatable; dependencies are added)")
 	fs.Var(&f.files, "file", "extra file HOST:PATH to put in the image (repeatable)")
+	fs.StringVar(&f.otaRoot, "ota-root", "", "the fleet's OTA trust root (the update repository's TUF metadata/root.json) to ship at /"+image.OTARootPath+"; without it the device does not update")
 	fs.BoolVar(&f.verbose, "v", false, "also print u-root's build log")
 	fs.BoolVar(&f.noCache, "no-cache", false, "rebuild the u-root busybox binary even if a cached one matches")
 }
@@ -72,6 +74,16 @@ func (f *buildFlags) options(outDir string, progress func(string, ...any)) (imag
 	o := image.Options{
 		Board: b, OutDir: outDir, Version: f.version, Modules: f.modules,
 		Compression: comp, Progress: progress, Verbose: f.verbose, NoCache: f.noCache,
+	}
+	if f.otaRoot != "" {
+		b, err := os.ReadFile(f.otaRoot)
+		if err != nil {
+			return image.Options{}, fmt.Errorf("-ota-root: %w", err)
+		}
+		if _, err := image.ParseOTARoot(b); err != nil {
+			return image.Options{}, fmt.Errorf("-ota-root %s: %w", f.otaRoot, err)
+		}
+		o.OTARoot = b
 	}
 	for _, spec := range f.files {
 		host, path, ok := strings.Cut(spec, ":")
@@ -120,6 +132,12 @@ func printSummary(w io.Writer, dir string, m image.Manifest) {
 		dir, m.Initramfs.Name, m.Initramfs.Size, m.RawSize, m.Budget.Compressed, m.Budget.Raw)
 	fmt.Fprintf(w, "  %d commands, %d kernel modules, built in %s\n",
 		len(m.Commands), len(m.Modules), (time.Duration(m.BuildSeconds * float64(time.Second))).Round(100*time.Millisecond))
+	if r := m.OTARoot; r != nil {
+		fmt.Fprintf(w, "  OTA trust root /%s: version %d, %d of %d keys, expires %s, sha256 %s\n",
+			r.Path, r.Version, r.Threshold, len(r.KeyIDs), r.Expires.Format(time.RFC3339), r.SHA256)
+	} else {
+		fmt.Fprintf(w, "  no OTA trust root (--ota-root): the device will not update\n")
+	}
 }
 
 func imageVerify(args []string, stdout, stderr io.Writer) error {

@@ -52,6 +52,8 @@ type Options struct {
 	ExtraCommands []string
 	// Compression of the initramfs ("" for the default).
 	Compression image.Compression
+	// OTARoot is a TUF root.json to ship as the image's OTA trust root (image.Options.OTARoot).
+	OTARoot []byte `json:",omitempty"`
 }
 
 type entry struct {
@@ -82,7 +84,7 @@ func ImageWith(tb testing.TB, boardName string, o Options) (string, image.Manife
 	if err != nil {
 		tb.Fatalf("board.Lookup(%q) = %v", boardName, err)
 	}
-	if o.Version == "" && len(o.Modules) == 0 && len(o.Files) == 0 && len(o.ExtraCommands) == 0 && o.Compression == "" {
+	if o.Version == "" && len(o.Modules) == 0 && len(o.Files) == 0 && len(o.ExtraCommands) == 0 && o.Compression == "" && o.OTARoot == nil {
 		if pre := os.Getenv("MESHROOT_IMAGE_DIR"); pre != "" {
 			dir := filepath.Join(pre, boardName)
 			m, err := image.ReadManifest(dir)
@@ -157,6 +159,7 @@ func buildShared(tb testing.TB, src, kdir string, b board.Board, key string, o O
 		Files:         o.Files,
 		ExtraCommands: o.ExtraCommands,
 		Compression:   o.Compression,
+		OTARoot:       o.OTARoot,
 	}
 	m, err := buildInHelper(ctx, tb, src, req)
 	if err != nil {

@@ -20,6 +20,7 @@ type Request struct {
 	Files         []image.File      `json:"files,omitempty"`
 	ExtraCommands []string          `json:"extra_commands,omitempty"`
 	Compression   image.Compression `json:"compression,omitempty"`
+	OTARoot       []byte            `json:"ota_root,omitempty"`
 }
 
 // Build looks the board up and builds the image.
@@ -38,6 +39,7 @@ func (r Request) Build(ctx context.Context, progress func(string, ...any)) (imag
 		Files:         r.Files,
 		ExtraCommands: r.ExtraCommands,
 		Compression:   r.Compression,
+		OTARoot:       r.OTARoot,
 		Progress:      progress,
 	})
 }
