@@ -114,7 +114,10 @@ type Options struct {
 	KernelDir string
 	// Commands replaces the u-root core command names (CoreCommands when nil).
 	Commands []string
-	// ExtraCommands are more Go packages (import paths) for the busybox binary.
+	// ExtraCommands are more commands (Go import paths of main packages). Packages of other
+	// modules (u-root's, say) go into the busybox binary; packages of this module ("meshroot/...",
+	// internal/ ones too) are built the way meshd is, each with the ordinary `go build` as its
+	// own static binary in bin/ (gobusybox cannot build them: see buildDeviceCommand).
 	ExtraCommands []string
 	// NoUinit builds an image without meshd as uinit (u-root init then starts the shell).
 	NoUinit bool
@@ -339,10 +342,6 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		pkgs = append(pkgs, CorePackage+n)
 		cmdNames = append(cmdNames, n)
 	}
-	pkgs = append(pkgs, o.ExtraCommands...)
-	for _, p := range o.ExtraCommands {
-		cmdNames = append(cmdNames, path.Base(p))
-	}
 	var devPkgs []string
 	for _, p := range DeviceCommands {
 		if hasGoFiles(filepath.Join(src, strings.TrimPrefix(p, "meshroot/"))) {
@@ -352,6 +351,30 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		if p == DeviceCommands[0] && !o.NoUinit {
 			return Manifest{}, fmt.Errorf("image: %s: the supervisor package is missing from %s; build with NoUinit for a shell-only image", p, src)
 		}
+	}
+	byName := map[string]string{} // command name → package, for collisions
+	for _, p := range append(slices.Clone(pkgs), devPkgs...) {
+		byName[path.Base(p)] = p
+	}
+	for _, p := range o.ExtraCommands {
+		p = strings.TrimSuffix(p, "/")
+		name := path.Base(p)
+		if other, dup := byName[name]; dup {
+			if other == p {
+				continue
+			}
+			return Manifest{}, fmt.Errorf("image: extra command %s: the image already has a command %s (%s)", p, name, other)
+		}
+		byName[name] = p
+		if p == "meshroot" || strings.HasPrefix(p, "meshroot/") {
+			if dir := filepath.Join(src, filepath.FromSlash(strings.TrimPrefix(p, "meshroot"))); !hasGoFiles(dir) {
+				return Manifest{}, fmt.Errorf("image: extra command %s: no Go package in %s", p, dir)
+			}
+			devPkgs = append(devPkgs, p)
+			continue
+		}
+		pkgs = append(pkgs, p)
+		cmdNames = append(cmdNames, name)
 	}
 	uinit := ""
 	if !o.NoUinit {

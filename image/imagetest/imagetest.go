@@ -46,7 +46,9 @@ import (
 type Options struct {
 	// Version is the release version ("" gives "test-<digest>").
 	Version string
-	// Modules, Files and ExtraCommands are passed to image.Build.
+	// Modules, Files and ExtraCommands are passed to image.Build. ExtraCommands may name this
+	// module's own main packages (internal/ ones too, e.g. "meshroot/radio/internal/cmd/radiotest"):
+	// each is built with `go build`, static, into /bin/<name> for the board's arch.
 	Modules       []string
 	Files         []image.File
 	ExtraCommands []string
@@ -54,6 +56,11 @@ type Options struct {
 	Compression image.Compression
 	// OTARoot is a TUF root.json to ship as the image's OTA trust root (image.Options.OTARoot).
 	OTARoot []byte `json:",omitempty"`
+	// Budget replaces the image's size budget (image.DefaultBudget), for test images only: a
+	// test image that carries hostapd, wpa_supplicant and their libraries, or test binaries,
+	// may be bigger than the product's budget allows. The manifest records the budget used, so
+	// a product image is never judged by it. Zero fields mean no limit.
+	Budget *image.Budget `json:",omitempty"`
 }
 
 type entry struct {
@@ -160,6 +167,7 @@ func buildShared(tb testing.TB, src, kdir string, b board.Board, key string, o O
 		ExtraCommands: o.ExtraCommands,
 		Compression:   o.Compression,
 		OTARoot:       o.OTARoot,
+		Budget:        o.Budget,
 	}
 	m, err := buildInHelper(ctx, tb, src, req)
 	if err != nil {

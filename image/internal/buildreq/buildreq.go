@@ -21,6 +21,7 @@ type Request struct {
 	ExtraCommands []string          `json:"extra_commands,omitempty"`
 	Compression   image.Compression `json:"compression,omitempty"`
 	OTARoot       []byte            `json:"ota_root,omitempty"`
+	Budget        *image.Budget     `json:"budget,omitempty"`
 }
 
 // Build looks the board up and builds the image.
@@ -40,6 +41,7 @@ func (r Request) Build(ctx context.Context, progress func(string, ...any)) (imag
 		ExtraCommands: r.ExtraCommands,
 		Compression:   r.Compression,
 		OTARoot:       r.OTARoot,
+		Budget:        r.Budget,
 		Progress:      progress,
 	})
 }
