@@ -72,7 +72,8 @@
 //     5's 5 % loss). Tunnels() gives the client everything it needs per tunnel.
 //     StartSiteStrongSwan runs a strongSwan stand-in for our client on one tunnel. Static mode,
 //     IPv6 outside addresses, disabled endpoints, and per-tunnel hooks (ModifyCharon,
-//     ModifyFRR) are in ConcentratorConfig. It only needs a *Lab, so `make run` builds the same
+//     ModifyFRR) are in ConcentratorConfig; ExternalSite leaves the site out so that the caller
+//     plugs its own (firmware/sitelab's QEMU router) into the internet with AttachSite. It only needs a *Lab, so `make run` builds the same
 //     thing with Open(Options{...}) and tears it down with Close.
 //   - RunThroughput: the iperf3 suite (TCP single stream, -P 4, 64-byte UDP, CPU of given PIDs)
 //     that every data plane is measured with, on the same path.

@@ -32,6 +32,12 @@ type ConcentratorConfig struct {
 	Log LogLevels
 	// BGPDebug turns on FRR's neighbor-event and update debugging.
 	BGPDebug bool
+	// ExternalSite leaves the site to the caller: no site or site LAN namespace is made (Site
+	// and SiteLAN stay nil, StartSiteStrongSwan refuses), and the caller plugs its own site's
+	// uplink into the internet namespace with AttachSite — a QEMU router's WAN cable, say. The
+	// endpoints still expect the site at Addrs.SiteWAN4 (or SiteWAN6) behind the gateway
+	// Addrs.SiteGateway4/6, and the VPC still routes SiteLANPrefixes via endpoint 1.
+	ExternalSite bool
 }
 
 // TunnelConfig configures one endpoint of the concentrator (AWS TunnelOptions, roughly).
@@ -145,7 +151,8 @@ type Endpoint struct {
 //	192.168.1.10   192.0.2.2/30          └───── out0 [ep2: charon+FRR] vpc0 ──┴── br0 [vpc] 10.0.0.10
 //
 // The site namespace is empty apart from its addresses and default routes: our client runs
-// there (NS.Do, or a QEMU router's TAP). The endpoints iBGP-peer with each other across the VPC
+// there (NS.Do). With ExternalSite there is no site or site LAN namespace: the caller plugs its
+// own site (a QEMU router's WAN, firmware/sitelab) into the internet namespace with AttachSite. The endpoints iBGP-peer with each other across the VPC
 // bridge (next-hop-self), so the VPC's return traffic follows whichever tunnel still has the
 // site's routes. Build it with NewConcentrator; Lab.Close tears it down.
 type Concentrator struct {
@@ -279,8 +286,10 @@ func NewConcentrator(l *Lab, cfg ConcentratorConfig) (*Concentrator, error) {
 			*dst, err = l.NewNS(name)
 		}
 	}
-	mk(&c.Site, "site")
-	mk(&c.SiteLAN, "sitelan")
+	if !cfg.ExternalSite {
+		mk(&c.Site, "site")
+		mk(&c.SiteLAN, "sitelan")
+	}
 	mk(&c.Internet, "inet")
 	mk(&c.VPC, "vpc")
 	var eps [2]*NS
@@ -289,29 +298,13 @@ func NewConcentrator(l *Lab, cfg ConcentratorConfig) (*Concentrator, error) {
 	if err != nil {
 		return nil, err
 	}
-	steps := []func() error{
-		// internet <-> site
-		func() error { return l.Veth(c.Internet, "site0", c.Site, "wan0") },
-		func() error { return c.Internet.AddAddr("site0", a.SiteGateway4+"/30", a.SiteGateway6+"/64") },
-		func() error { return c.Site.AddAddr("wan0", a.SiteWAN4+"/30", a.SiteWAN6+"/64") },
-		func() error { return c.Site.AddRoute(Route{Dst: "default", Via: a.SiteGateway4}) },
-		func() error { return c.Site.AddRoute(Route{Dst: "default6", Via: a.SiteGateway6}) },
-		// site <-> site LAN host
-		func() error { return l.Veth(c.Site, "lan0", c.SiteLAN, "eth0") },
+	var steps []func() error
+	if !cfg.ExternalSite {
+		steps = c.siteSteps()
+	}
+	steps = append(steps,
 		func() error { return c.VPC.AddBridge("br0") },
 		func() error { return c.Internet.AddAddr("lo", a.WANHost4+"/32", a.WANHost6+"/128") },
-	}
-	lan4, _ := firstOfFamily(cfg.SiteLANPrefixes, false)
-	lan6, _ := firstOfFamily(cfg.SiteLANPrefixes, true)
-	steps = append(steps,
-		func() error {
-			return c.Site.AddAddr("lan0", fmt.Sprintf("%s/%d", a.SiteLANGateway4, lan4.Bits()), fmt.Sprintf("%s/%d", a.SiteLANGateway6, lan6.Bits()))
-		},
-		func() error {
-			return c.SiteLAN.AddAddr("eth0", fmt.Sprintf("%s/%d", a.SiteLANHost4, lan4.Bits()), fmt.Sprintf("%s/%d", a.SiteLANHost6, lan6.Bits()))
-		},
-		func() error { return c.SiteLAN.AddRoute(Route{Dst: "default", Via: a.SiteLANGateway4}) },
-		func() error { return c.SiteLAN.AddRoute(Route{Dst: "default6", Via: a.SiteLANGateway6}) },
 	)
 	vpc4, _ := firstOfFamily(cfg.VPCPrefixes, false)
 	vpc6, _ := firstOfFamily(cfg.VPCPrefixes, true)
@@ -365,6 +358,48 @@ func NewConcentrator(l *Lab, cfg ConcentratorConfig) (*Concentrator, error) {
 		}
 	}
 	return c, nil
+}
+
+// siteSteps build the built-in site: the site namespace on the internet's site0 and a LAN host
+// namespace behind it.
+func (c *Concentrator) siteSteps() []func() error {
+	l, a, cfg := c.lab, c.Addrs, c.Config
+	lan4, _ := firstOfFamily(cfg.SiteLANPrefixes, false)
+	lan6, _ := firstOfFamily(cfg.SiteLANPrefixes, true)
+	return []func() error{
+		// internet <-> site
+		func() error { return l.Veth(c.Internet, "site0", c.Site, "wan0") },
+		func() error { return c.Internet.AddAddr("site0", a.SiteGateway4+"/30", a.SiteGateway6+"/64") },
+		func() error { return c.Site.AddAddr("wan0", a.SiteWAN4+"/30", a.SiteWAN6+"/64") },
+		func() error { return c.Site.AddRoute(Route{Dst: "default", Via: a.SiteGateway4}) },
+		func() error { return c.Site.AddRoute(Route{Dst: "default6", Via: a.SiteGateway6}) },
+		// site <-> site LAN host
+		func() error { return l.Veth(c.Site, "lan0", c.SiteLAN, "eth0") },
+		func() error {
+			return c.Site.AddAddr("lan0", fmt.Sprintf("%s/%d", a.SiteLANGateway4, lan4.Bits()), fmt.Sprintf("%s/%d", a.SiteLANGateway6, lan6.Bits()))
+		},
+		func() error {
+			return c.SiteLAN.AddAddr("eth0", fmt.Sprintf("%s/%d", a.SiteLANHost4, lan4.Bits()), fmt.Sprintf("%s/%d", a.SiteLANHost6, lan6.Bits()))
+		},
+		func() error { return c.SiteLAN.AddRoute(Route{Dst: "default", Via: a.SiteLANGateway4}) },
+		func() error { return c.SiteLAN.AddRoute(Route{Dst: "default6", Via: a.SiteLANGateway6}) },
+	}
+}
+
+// AttachSite plugs an external site's uplink into the internet namespace (ExternalSite): a
+// veth pair from the internet's site0 — the site's gateway, Addrs.SiteGateway4/30 and
+// SiteGateway6/64 — to dev in ns, which the caller addresses or bridges (to a router VM's WAN
+// TAP, say). CutSiteUplink, RestoreSiteUplink and ImpairSiteUplink act on it as on the
+// built-in site's link.
+func (c *Concentrator) AttachSite(ns *NS, dev string) error {
+	if !c.Config.ExternalSite {
+		return errors.New("lab: concentrator: AttachSite needs ExternalSite (the built-in site holds site0)")
+	}
+	a := c.Addrs
+	if err := c.lab.Veth(c.Internet, "site0", ns, dev); err != nil {
+		return err
+	}
+	return c.Internet.AddAddr("site0", a.SiteGateway4+"/30", a.SiteGateway6+"/64")
 }
 
 func (c *Concentrator) newEndpoint(i int, ns *NS) (*Endpoint, error) {
@@ -576,6 +611,9 @@ func (c *Concentrator) StartSiteStrongSwan(i int) (*SiteStrongSwan, error) {
 	ep, err := c.endpoint(i)
 	if err != nil {
 		return nil, err
+	}
+	if c.Site == nil {
+		return nil, errors.New("lab: concentrator: no site namespace (ExternalSite): the caller runs the site")
 	}
 	t := ep.Tunnel
 	s := &SiteStrongSwan{Tunnel: t}

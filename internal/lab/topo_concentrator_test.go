@@ -147,3 +147,66 @@ func TestLabConcentratorStatic(t *testing.T) {
 		t.Errorf("endpoint 2 charon after Start: %v", err)
 	}
 }
+
+// TestLabConcentratorExternalSite: with ExternalSite the concentrator makes no site
+// namespaces; a site of the caller's plugged in with AttachSite reaches the endpoints and the
+// WAN host at the built-in site's addresses, and the uplink methods act on its link.
+func TestLabConcentratorExternalSite(t *testing.T) {
+	testenv.Integration(t)
+	testenv.Command(t, "ping")
+	l := New(t)
+	// No charon or FRR: this is about the namespaces and links.
+	c, err := NewConcentrator(l, ConcentratorConfig{ExternalSite: true, Tunnels: [2]TunnelConfig{{Disabled: true}, {Disabled: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Site != nil || c.SiteLAN != nil {
+		t.Fatalf("ExternalSite: Site %v, SiteLAN %v; want no site namespaces", c.Site, c.SiteLAN)
+	}
+	if _, err := c.StartSiteStrongSwan(1); err == nil {
+		t.Errorf("StartSiteStrongSwan(1) with ExternalSite = nil error; want a refusal")
+	}
+	mine, err := l.NewNS("mysite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AttachSite(mine, "up0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AttachSite(mine, "up1"); err == nil {
+		t.Errorf("second AttachSite = nil error; want one (site0 exists)")
+	}
+	a := c.Addrs
+	if err := mine.AddAddr("up0", a.SiteWAN4+"/30"); err != nil {
+		t.Fatal(err)
+	}
+	if err := mine.AddRoute(Route{Dst: "default", Via: a.SiteGateway4}); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []string{a.EndpointOutside4[0], a.EndpointOutside4[1], a.WANHost4} {
+		if err := mine.Ping("", dst, 1); err != nil {
+			t.Errorf("attached site ping %s: %v", dst, err)
+		}
+	}
+	if err := c.CutSiteUplink(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mine.Ping("", a.WANHost4, 1); err == nil {
+		t.Errorf("attached site reaches the WAN host with its uplink cut")
+	}
+	if err := c.RestoreSiteUplink(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := mine.WaitPing(ctx, "", a.WANHost4); err != nil {
+		t.Errorf("attached site after restore: %v", err)
+	}
+	plain, err := NewConcentrator(l, ConcentratorConfig{Tunnels: [2]TunnelConfig{{Disabled: true}, {Disabled: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.AttachSite(mine, "up2"); err == nil {
+		t.Errorf("AttachSite without ExternalSite = nil error; want a refusal")
+	}
+}
