@@ -39,7 +39,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runAgent is `meshctl vpn up --config DIR/vpn.json --control DIR/ctl.sock --log-dir DIR`.
+// runAgent is `meshctl vpn up --config DIR/vpn.json --control DIR/ctl.sock --log-dir DIR`
+// (SIGHUP reloads the file).
 func runAgent(dir string) error {
 	cfg, err := LoadConfig(filepath.Join(dir, "vpn.json"))
 	if err != nil {
@@ -47,9 +48,18 @@ func runAgent(dir string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			reload <- struct{}{}
+		}
+	}()
 	return Run(ctx, RunOptions{
 		Config: cfg, ControlSocket: filepath.Join(dir, "ctl.sock"), LogDir: dir, Stdout: os.Stdout,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Reload: reload, Load: func() (Config, error) { return LoadConfig(filepath.Join(dir, "vpn.json")) },
 	})
 }
 
@@ -63,6 +73,7 @@ type concRig struct {
 	dir  string
 	proc *lab.Process
 	psks []string
+	doc  fileDoc
 }
 
 // fileDoc is the agent's configuration file, as a JSON object tests may change.
@@ -121,13 +132,8 @@ func newConcRig(t testing.TB, cc lab.ConcentratorConfig, edit func(fileDoc)) *co
 	if edit != nil {
 		edit(doc)
 	}
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(r.dir, "vpn.json"), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	r.doc = doc
+	r.writeConfig()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +162,28 @@ func newConcRig(t testing.TB, cc lab.ConcentratorConfig, edit func(fileDoc)) *co
 		}
 	})
 	return r
+}
+
+// writeConfig writes r.doc as the agent's configuration file.
+func (r *concRig) writeConfig() {
+	r.t.Helper()
+	b, err := json.MarshalIndent(r.doc, "", "  ")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "vpn.json"), b, 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// reload edits the configuration file and makes the agent apply it (SIGHUP).
+func (r *concRig) reload(edit func(fileDoc)) {
+	r.t.Helper()
+	edit(r.doc)
+	r.writeConfig()
+	if err := r.proc.Signal(syscall.SIGHUP); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 func tail(s string, n int) string {

@@ -33,6 +33,11 @@ type RunOptions struct {
 	Log vpnlog.Sink
 	// Started is called once the connection is up (tests).
 	Started func(*Connection)
+	// Reload, when it delivers, makes Run call Load and apply the result with
+	// Connection.Update (meshctl: SIGHUP after editing the file). A configuration that does
+	// not load or apply is reported and the running one stays.
+	Reload <-chan struct{}
+	Load   func() (Config, error)
 }
 
 // Run runs one connection in the foreground until ctx ends, then tears it down: what `meshctl
@@ -88,9 +93,28 @@ func Run(ctx context.Context, o RunOptions) error {
 		o.Started(conn)
 	}
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-ctlErr:
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case runErr = <-ctlErr:
+			break wait
+		case <-o.Reload:
+			if o.Load == nil {
+				continue
+			}
+			cfg, err := o.Load()
+			if err == nil {
+				err = conn.Update(cfg)
+			}
+			if err != nil {
+				conn.event("", "routes", "configuration not applied: "+err.Error())
+				if o.Logger != nil {
+					o.Logger.Error("reload", "err", err)
+				}
+			}
+		}
 	}
 	stopCtl()
 	err = conn.Stop()

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"meshroot/vpn"
@@ -19,8 +22,9 @@ func init() {
 const vpnUsage = `usage:
   meshctl vpn up --config FILE [--control SOCKET] [--log-dir DIR] [--log-level LEVEL] [--log-json]
       Run the connection described by FILE in the foreground, printing what happens; Ctrl-C
-      tears it down (DELETE to the endpoints, routes and devices removed). The tunnel activity
-      log and the BGP log go to DIR/tunnel.jsonl and DIR/bgp.jsonl as JSON lines.
+      tears it down (DELETE to the endpoints, routes and devices removed); SIGHUP re-reads FILE
+      and applies what changed. The tunnel activity log and the BGP log go to
+      DIR/tunnel/<stream>.jsonl and DIR/bgp/<stream>.jsonl as JSON lines.
   meshctl vpn status [--control SOCKET] [--json]
       Show the status of the connection running behind SOCKET.
   meshctl vpn check --config FILE
@@ -83,9 +87,22 @@ func vpnUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "connection %s: %d tunnels; Ctrl-C to stop\n", cfg.ConnectionID, len(cfg.Tunnels))
+	fmt.Fprintf(stdout, "connection %s: %d tunnels; Ctrl-C to stop, SIGHUP to reload %s\n", cfg.ConnectionID, len(cfg.Tunnels), *config)
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	err = vpn.Run(ctx, vpn.RunOptions{
 		Config: cfg, ControlSocket: *control, LogDir: *logDir, Stdout: stdout, Logger: slog.New(h),
+		Reload: reload, Load: func() (vpn.Config, error) { return vpn.LoadConfig(*config) },
 	})
 	if err != nil {
 		return fmt.Errorf("vpn up: %w", err)
