@@ -19,11 +19,16 @@ export MESHROOT_CACHE := $(CACHE)
 all: test
 
 ## deps: install the Debian packages (strongSwan, FRR, QEMU, hostapd, U-Boot tools...) and kernels
-deps: kernels
+deps: kernels arm64-userland
 	@./scripts/install-deps.sh
 
 kernels:
 	@./scripts/fetch-kernels.sh $(CACHE)/kernel
+
+## arm64-userland: Debian's arm64 hostapd, wpa_supplicant, iw and their libraries, unpacked into
+## $(CACHE)/sysroot-arm64 for arm64 images (image.Program resolves their libraries there)
+arm64-userland: kernels
+	@./scripts/fetch-arm64-userland.sh $(CACHE)/sysroot-arm64
 
 ## tools: build meshctl/meshd/meshcloud into out/bin
 tools:

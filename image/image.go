@@ -125,8 +125,12 @@ type Options struct {
 	Modules []string
 	// Files are extra files (hostapd, regulatory.db, configuration...). Host ELF files get
 	// their shared libraries added with ldd when the board's arch is the build machine's;
-	// otherwise list the libraries as Files too.
+	// otherwise use Programs, or list the libraries as Files too.
 	Files []File
+	// Programs are dynamically linked programs from a sysroot of the board's architecture
+	// (the arm64 hostapd, wpa_supplicant and iw of scripts/fetch-arm64-userland.sh), added
+	// with their interpreter and shared-library closure resolved in the sysroot (ELFClosure).
+	Programs []Program
 	// OTARoot is the fleet's OTA trust root (the TUF root.json of the update repository, e.g.
 	// `meshctl ota keygen`'s metadata/root.json) to ship at OTARootPath; nil ships none and the
 	// device runs with updates disabled. It must be root metadata signed by its own root keys
@@ -187,6 +191,9 @@ type Manifest struct {
 	ModulesBuiltin []string `json:"modules_builtin,omitempty"`
 	// Files are the extra files' paths in the image.
 	Files []string `json:"files,omitempty"`
+	// Programs are the sysroot programs' paths in the image (their interpreters and libraries
+	// are listed in Files).
+	Programs []string `json:"programs,omitempty"`
 	// OTARoot is the OTA trust root the image carries; nil when it has none.
 	OTARoot      *OTARootInfo `json:"ota_root,omitempty"`
 	BuildSeconds float64      `json:"build_seconds"`
@@ -309,6 +316,13 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("image: board %s: %w", b.Name, err)
 	}
 	step("board %s (%s), version %s, kernel %s", b.Name, b.Arch, version, kver)
+	progFiles, progNames, err := programFiles(o.Programs, b, files)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("image: board %s: %w", b.Name, err)
+	}
+	if len(o.Programs) > 0 {
+		step("programs %s: %d files with their interpreter and libraries", strings.Join(progNames, " "), len(progFiles))
+	}
 	if otaRoot != nil {
 		step("OTA trust root: version %d, %d of %d root keys, expires %s, sha256 %.16s…", otaRoot.Version, otaRoot.Threshold, len(otaRoot.KeyIDs), otaRoot.Expires.Format(time.RFC3339), otaRoot.SHA256)
 		if built.After(otaRoot.Expires) {
@@ -411,7 +425,7 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		devFiles = append(devFiles, File{Path: "bin/" + name, Host: out})
 		cmdNames = append(cmdNames, name)
 	}
-	base, err := baseArchive(tree, mods, append(rel, '\n'), files, devFiles)
+	base, err := baseArchive(tree, mods, append(rel, '\n'), files, append(devFiles, progFiles...))
 	if err != nil {
 		return Manifest{}, fmt.Errorf("image: %w", err)
 	}
@@ -498,6 +512,11 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 	for _, f := range o.Files {
 		fileNames = append(fileNames, strings.TrimPrefix(path.Clean("/"+f.Path), "/"))
 	}
+	for _, f := range progFiles {
+		if !slices.Contains(progNames, f.Path) {
+			fileNames = append(fileNames, f.Path)
+		}
+	}
 	m := Manifest{
 		Board:          b.Name,
 		Arch:           b.Arch,
@@ -520,6 +539,7 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		Modules:        mods.Load,
 		ModulesBuiltin: mods.Builtin,
 		Files:          fileNames,
+		Programs:       progNames,
 		OTARoot:        otaRoot,
 	}
 	if m.SlotSize > 0 {
@@ -554,6 +574,41 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		return m, fmt.Errorf("image: board %s: %w", b.Name, err)
 	}
 	return m, nil
+}
+
+// programFiles resolves the programs' closures into the files to add (each image path once;
+// two programs share their common libraries), checking each program is of the board's
+// architecture and that no extra file takes one of their paths.
+func programFiles(progs []Program, b board.Board, files []File) ([]File, []string, error) {
+	var out []File
+	var names []string
+	at := map[string]string{} // image path → host file
+	for _, f := range files {
+		at[cleanRel(f.Path)] = "extra file"
+	}
+	for _, p := range progs {
+		if p.Sysroot == "" {
+			return nil, nil, fmt.Errorf("program %s: no sysroot", p.Path)
+		}
+		c, err := ELFClosure(p.Sysroot, p.Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if want := machineOf[b.Arch]; c.Machine != want {
+			return nil, nil, fmt.Errorf("program %s in %s is %v; the board's arch %s needs %v", p.Path, p.Sysroot, c.Machine, b.Arch, want)
+		}
+		names = append(names, c.Files[0].Path)
+		for _, f := range c.Files {
+			switch prev, ok := at[f.Path]; {
+			case !ok:
+				at[f.Path] = f.Host
+				out = append(out, f)
+			case prev != f.Host:
+				return nil, nil, fmt.Errorf("program %s: %s from %s is also %s", p.Path, f.Path, f.Host, prev)
+			}
+		}
+	}
+	return out, names, nil
 }
 
 // Check returns an error wrapping ErrOverBudget when m exceeds the budget.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -46,9 +47,9 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // buildFlags are the image build flags shared by `image build` and `run`.
 type buildFlags struct {
-	board, version, compression, otaRoot string
-	modules, files                       listFlag
-	verbose, noCache                     bool
+	board, version, compression, otaRoot, sysroot string
+	modules, files, programs                      listFlag
+	verbose, noCache                              bool
 }
 
 func (f *buildFlags) register(fs *flag.FlagSet) {
@@ -57,6 +58,8 @@ func (f *buildFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.compression, "compression", "zstd", "initramfs compression: zstd or xz (smaller, slower to unpack)")
 	fs.Var(&f.modules, "module", "extra kernel module to ship (repeatable; dependencies are added)")
 	fs.Var(&f.files, "file", "extra file HOST:PATH to put in the image (repeatable)")
+	fs.Var(&f.programs, "program", "a dynamically linked program in --sysroot (e.g. usr/sbin/hostapd) to ship with its interpreter and shared libraries (repeatable)")
+	fs.StringVar(&f.sysroot, "sysroot", "", "the board's userland for --program (default $MESHROOT_CACHE/sysroot-<arch>, as `make deps` unpacks it for arm64)")
 	fs.StringVar(&f.otaRoot, "ota-root", "", "the fleet's OTA trust root (the update repository's TUF metadata/root.json) to ship at /"+image.OTARootPath+"; without it the device does not update")
 	fs.BoolVar(&f.verbose, "v", false, "also print u-root's build log")
 	fs.BoolVar(&f.noCache, "no-cache", false, "rebuild the u-root busybox binary even if a cached one matches")
@@ -84,6 +87,19 @@ func (f *buildFlags) options(outDir string, progress func(string, ...any)) (imag
 			return image.Options{}, fmt.Errorf("-ota-root %s: %w", f.otaRoot, err)
 		}
 		o.OTARoot = b
+	}
+	if len(f.programs) > 0 {
+		sysroot := f.sysroot
+		if sysroot == "" {
+			src, err := image.FindSourceDir()
+			if err != nil {
+				return image.Options{}, fmt.Errorf("-program: give --sysroot (%w)", err)
+			}
+			sysroot = filepath.Join(image.DefaultCacheDir(src), "sysroot-"+b.Arch)
+		}
+		for _, p := range f.programs {
+			o.Programs = append(o.Programs, image.Program{Path: p, Sysroot: sysroot})
+		}
 	}
 	for _, spec := range f.files {
 		host, path, ok := strings.Cut(spec, ":")

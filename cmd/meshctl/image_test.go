@@ -48,3 +48,27 @@ func TestImageBuildOTARootFlag(t *testing.T) {
 		t.Errorf("meshctl image build --ota-root <timestamp> = %v; want the flag named", err)
 	}
 }
+
+// TestImageBuildProgramFlags: --program adds sysroot programs, from --sysroot or the cache's
+// sysroot-<arch>.
+func TestImageBuildProgramFlags(t *testing.T) {
+	parse := func(args ...string) *buildFlags {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var bf buildFlags
+		bf.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return &bf
+	}
+	o, err := parse("--program", "usr/sbin/hostapd", "--program", "sbin/iw", "--sysroot", "/srv/arm64").options(t.TempDir(), nil)
+	if err != nil || len(o.Programs) != 2 || o.Programs[0].Path != "usr/sbin/hostapd" || o.Programs[1].Sysroot != "/srv/arm64" {
+		t.Errorf("options(--program x2 --sysroot) = %+v, %v", o.Programs, err)
+	}
+	t.Setenv("MESHROOT_CACHE", "/var/cache/mr")
+	o, err = parse("--program", "sbin/iw").options(t.TempDir(), nil)
+	if err != nil || len(o.Programs) != 1 || o.Programs[0].Sysroot != "/var/cache/mr/sysroot-arm64" {
+		t.Errorf("options(--program, default sysroot) = %+v, %v; want /var/cache/mr/sysroot-arm64", o.Programs, err)
+	}
+}

@@ -61,6 +61,21 @@ type Options struct {
 	// may be bigger than the product's budget allows. The manifest records the budget used, so
 	// a product image is never judged by it. Zero fields mean no limit.
 	Budget *image.Budget `json:",omitempty"`
+	// Programs are sysroot programs with their libraries (image.Options.Programs), e.g. the
+	// arm64 hostapd from Sysroot.
+	Programs []image.Program `json:",omitempty"`
+}
+
+// Sysroot returns the arm64 userland `make deps` unpacks (scripts/fetch-arm64-userland.sh:
+// Debian's arm64 hostapd, wpa_supplicant, iw and their libraries) for image.Program, and skips
+// the test, saying how to get it, when it is absent.
+func Sysroot(tb testing.TB) string {
+	tb.Helper()
+	dir := filepath.Join(testenv.CacheDir(tb), "sysroot-arm64")
+	if _, err := os.Stat(filepath.Join(dir, "packages.txt")); err != nil {
+		tb.Skipf("no arm64 sysroot at %s: run `make deps` (scripts/fetch-arm64-userland.sh %s)", dir, dir)
+	}
+	return dir
 }
 
 type entry struct {
@@ -91,7 +106,7 @@ func ImageWith(tb testing.TB, boardName string, o Options) (string, image.Manife
 	if err != nil {
 		tb.Fatalf("board.Lookup(%q) = %v", boardName, err)
 	}
-	if o.Version == "" && len(o.Modules) == 0 && len(o.Files) == 0 && len(o.ExtraCommands) == 0 && o.Compression == "" && o.OTARoot == nil {
+	if o.Version == "" && len(o.Modules) == 0 && len(o.Files) == 0 && len(o.ExtraCommands) == 0 && o.Compression == "" && o.OTARoot == nil && len(o.Programs) == 0 {
 		if pre := os.Getenv("MESHROOT_IMAGE_DIR"); pre != "" {
 			dir := filepath.Join(pre, boardName)
 			m, err := image.ReadManifest(dir)
@@ -168,6 +183,7 @@ func buildShared(tb testing.TB, src, kdir string, b board.Board, key string, o O
 		Compression:   o.Compression,
 		OTARoot:       o.OTARoot,
 		Budget:        o.Budget,
+		Programs:      o.Programs,
 	}
 	m, err := buildInHelper(ctx, tb, src, req)
 	if err != nil {
@@ -323,6 +339,17 @@ func Key(src, kdir, boardName string, o Options) (string, error) {
 	fmt.Fprintf(h, "options %s\n", ob)
 	for _, f := range o.Files {
 		if f.Host != "" {
+			if err := hashFileID(h, f.Host); err != nil {
+				return "", err
+			}
+		}
+	}
+	for _, p := range o.Programs {
+		c, err := image.ELFClosure(p.Sysroot, p.Path)
+		if err != nil {
+			return "", err
+		}
+		for _, f := range c.Files {
 			if err := hashFileID(h, f.Host); err != nil {
 				return "", err
 			}

@@ -22,6 +22,7 @@ type Request struct {
 	Compression   image.Compression `json:"compression,omitempty"`
 	OTARoot       []byte            `json:"ota_root,omitempty"`
 	Budget        *image.Budget     `json:"budget,omitempty"`
+	Programs      []image.Program   `json:"programs,omitempty"`
 }
 
 // Build looks the board up and builds the image.
@@ -42,6 +43,7 @@ func (r Request) Build(ctx context.Context, progress func(string, ...any)) (imag
 		Compression:   r.Compression,
 		OTARoot:       r.OTARoot,
 		Budget:        r.Budget,
+		Programs:      r.Programs,
 		Progress:      progress,
 	})
 }
