@@ -181,13 +181,11 @@ func TestLabVPNUp(t *testing.T) {
 		t.Errorf("the control socket survived Ctrl-C")
 	}
 	logs := proc.Log()
-	for _, name := range []string{"tunnel.jsonl", "bgp.jsonl"} {
-		b, err := os.ReadFile(filepath.Join(logDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs += string(b)
+	b, err := os.ReadFile(filepath.Join(logDir, "tunnel", "vpn-0a1b2c3d4e5f60718_198.51.100.1.jsonl"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	logs += string(b)
 	if !strings.Contains(logs, "IKE_SA established") {
 		t.Errorf("the tunnel activity log has no IKE_SA established line")
 	}
