@@ -69,7 +69,7 @@ type Firewall struct {
 
 // Onboarding is the provisioning agent's progress.
 type Onboarding struct {
-	// Phase is the agent's phase ("paired", "configured", "enrolling", "enrolled", "profile",
+	// Phase is the agent's phase ("unpaired", "pairing", "paired", "configured", "enrolling", "enrolled", "profile",
 	// "failed") or "unavailable" when provisioning cannot run (no factory data).
 	Phase          string `json:"phase"`
 	Serial         string `json:"serial,omitempty"`

@@ -83,6 +83,13 @@ func NewPlan(version uint64, v *profile.VPN, secret func(ref string) (string, bo
 		}
 		c.SitePrefixes = append(c.SitePrefixes, p)
 	}
+	for i, s := range v.RemotePrefixes {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("vpn.remote_prefixes[%d] %q: %w", i, s, err)
+		}
+		c.RemotePrefixes = append(c.RemotePrefixes, p)
+	}
 	for i, t := range v.Tunnels {
 		f := fmt.Sprintf("vpn.tunnels[%d]", i)
 		out, err := netip.ParseAddr(t.OutsideAddress)

@@ -82,6 +82,22 @@ func TestNewPlan(t *testing.T) {
 	}
 }
 
+func TestNewPlanStatic(t *testing.T) {
+	v := exampleVPN()
+	v.BGP, v.StaticRoutesOnly = nil, true
+	v.RemotePrefixes = []string{"10.0.0.0/16", "fd00:10::/48"}
+	p, err := NewPlan(8, v, secrets)
+	if err != nil {
+		t.Fatalf("NewPlan(static) = %v; want a plan", err)
+	}
+	if got, want := fmt.Sprint(p.Config.RemotePrefixes), "[10.0.0.0/16 fd00:10::/48]"; got != want {
+		t.Errorf("NewPlan(static).Config.RemotePrefixes = %s; want %s", got, want)
+	}
+	if !p.Config.StaticRoutesOnly || p.Config.BGP != nil {
+		t.Errorf("NewPlan(static).Config = static %v, BGP %v; want static, no BGP", p.Config.StaticRoutesOnly, p.Config.BGP)
+	}
+}
+
 func TestNewPlanErrors(t *testing.T) {
 	for _, c := range []struct {
 		mod  func(*profile.VPN)
@@ -96,6 +112,8 @@ func TestNewPlanErrors(t *testing.T) {
 		{func(v *profile.VPN) { v.Tunnels[1].OutsideAddress = v.Tunnels[0].OutsideAddress }, "vpn.tunnels[1].outside_address"},
 		{func(v *profile.VPN) { v.BGP = nil }, "vpn.bgp"},
 		{func(v *profile.VPN) { v.SitePrefixes = []string{"nope"} }, "vpn.site_prefixes[0]"},
+		{func(v *profile.VPN) { v.RemotePrefixes = []string{"10.0.0.0/8", "nope"} }, "vpn.remote_prefixes[1]"},
+		{func(v *profile.VPN) { v.BGP, v.StaticRoutesOnly = nil, true }, "remote_prefixes"},
 		{func(v *profile.VPN) { v.Type = "ipsec.2" }, "vpn.type"},
 	} {
 		v := exampleVPN()
