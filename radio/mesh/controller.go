@@ -40,6 +40,13 @@ type ActionRecord struct {
 	Err    string
 }
 
+// An AP's station entry idle for longer than staleIdleMs is a leftover (a station that roamed
+// away with FT); one idle for less than activeIdleMs is where the station is.
+const (
+	staleIdleMs  = 3000
+	activeIdleMs = 1000
+)
+
 func newController(n *Node) *Controller {
 	d := n.cfg.Decider
 	if d == nil {
@@ -63,6 +70,8 @@ type ClientView struct {
 	Node  string
 	Caps  steer.Caps
 	Roams []steer.Roam
+	// Samples are the latest signal estimates per BSSID.
+	Samples map[string]steer.Sample
 }
 
 // Client returns the controller's view of a station (ok false when unknown).
@@ -73,7 +82,10 @@ func (c *Controller) Client(mac string) (ClientView, bool) {
 	if cl == nil {
 		return ClientView{}, false
 	}
-	v := ClientView{MAC: mac, BSS: cl.BSS, Caps: cl.Caps, Roams: append([]steer.Roam(nil), cl.Roams...)}
+	v := ClientView{MAC: mac, BSS: cl.BSS, Caps: cl.Caps, Roams: append([]steer.Roam(nil), cl.Roams...), Samples: map[string]steer.Sample{}}
+	for b, smp := range cl.Samples {
+		v.Samples[b] = smp
+	}
 	if b, ok := c.bsses[cl.BSS]; ok {
 		v.Node = b.Node
 	}
@@ -125,7 +137,21 @@ func (c *Controller) deliver(ctx context.Context, sender string, v any) {
 			}
 			for _, s := range b.Stations {
 				mac, bssid := s.MAC.String(), b.BSSID.String()
-				if cl := c.tracker.Client(mac); cl == nil || cl.BSS != bssid {
+				// hostapd keeps a station that left with FT (the old AP hears nothing of
+				// it) until its inactivity timeout: an idle entry is not an association.
+				if s.IdleMs > staleIdleMs {
+					continue
+				}
+				cl := c.tracker.Client(mac)
+				switch {
+				case cl == nil || cl.BSS == "":
+					c.tracker.Associated(now, mac, bssid, toSteerCaps(s.Caps))
+				case cl.BSS != bssid:
+					// Seen active here while we believe it elsewhere: believe it only when
+					// the other association is not fresh news.
+					if now.Sub(cl.Since) < 2*time.Second || s.IdleMs > activeIdleMs {
+						continue
+					}
 					c.tracker.Associated(now, mac, bssid, toSteerCaps(s.Caps))
 				}
 				c.tracker.Signal(now, mac, bssid, float64(s.Signal), steer.Uplink)

@@ -273,6 +273,15 @@ func TestSteerWithBeaconReport(t *testing.T) {
 	if len(v.Roams) != 1 || !v.Roams[0].Steered || v.Roams[0].From != bssidOf("a").String() || !v.Caps.BTM || !v.Caps.FT {
 		t.Errorf("client view %+v; want one steered roam a→c of a BTM and FT client", v)
 	}
+	// After an FT roam the old AP still lists the station, idle: not an association there.
+	s.fakes["a"].Handle("STA-FIRST", func(*hostapd.Fake, string, *net.UnixAddr) (string, bool) {
+		return staMAC + "\nflags=[AUTH][ASSOC][AUTHORIZED]\nsignal=-72\ninactive_msec=45000\n", true
+	})
+	s.fakes["a"].Handle("STA-NEXT", func(*hostapd.Fake, string, *net.UnixAddr) (string, bool) { return "", true })
+	time.Sleep(time.Second)
+	if v, _ := ctrl.Client(staMAC); v.Node != "c" || len(v.Roams) != 1 {
+		t.Errorf("after a stale entry on A: client on %s with %d roams; want c and 1", v.Node, len(v.Roams))
+	}
 	var beacon bool
 	for _, cmd := range s.fakes["a"].Commands() {
 		beacon = beacon || strings.HasPrefix(cmd, "REQ_BEACON "+staMAC)
