@@ -39,7 +39,10 @@ tools:
 image: kernels tools
 	$(OUT)/bin/meshctl image build --board $(BOARD) -o $(OUT)/$(BOARD)
 
-## run: build the arm64 image and boot the virtual router (quit QEMU with Ctrl-A then X)
+## run: the virtual site (root): build the arm64 image, start the concentrator (two strongSwan +
+## FRR endpoints, a VPC host), the ISP and the reference cloud, boot the router in QEMU, onboard it
+## with the app simulator, show live status until Ctrl-C, then tear everything down
+## (`meshctl site console` attaches to the router's console; files in $(OUT)/run/)
 run: deps tools
 	$(OUT)/bin/meshctl run --board $(BOARD) --out $(OUT)
 

@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"meshroot/board"
 	"meshroot/firmware"
@@ -16,9 +22,10 @@ import (
 
 func init() {
 	register(command{
-		name:    "run",
-		summary: "build the image for a board and boot the virtual router on this terminal (Ctrl-A X quits)",
-		run:     runRun,
+		name: "run",
+		summary: "the virtual site (make run): build the arm64 image, start the concentrator, ISP and cloud, boot the router " +
+			"in QEMU, onboard it with the app simulator, show live status until Ctrl-C, tear everything down",
+		run: runRun,
 	})
 	register(command{
 		name:    "boot",
@@ -27,7 +34,7 @@ func init() {
 	})
 }
 
-// vmFlags are the VM flags shared by run and boot.
+// vmFlags are the VM flags of boot.
 type vmFlags struct {
 	mem, smp  int
 	disk      string
@@ -43,27 +50,61 @@ func (f *vmFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.append, "append", "extra kernel command-line argument (repeatable)")
 }
 
+// runRun is `make run`: the product working as a whole in a virtual site (firmware/sitelab).
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meshctl run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var bf buildFlags
 	bf.register(fs)
-	var vf vmFlags
-	vf.register(fs)
-	out := fs.String("out", "out", "output directory; the image goes to <out>/<board>/")
-	noBuild := fs.Bool("no-build", false, "boot the image already in <out>/<board>/ instead of building")
+	out := fs.String("out", "out", "output directory: the image goes to <out>/<board>/, the run's files to <out>/run/")
+	noBuild := fs.Bool("no-build", false, "boot the image already in <out>/<board>/ instead of building it")
+	imageDir := fs.String("image", "", "boot the image in this directory (no build)")
+	mem := fs.Int("mem", 512, "router memory in MiB")
+	var appendArgs listFlag
+	fs.Var(&appendArgs, "append", "extra kernel command-line argument (repeatable)")
+	plain := fs.Bool("plain", false, "print one line per change instead of redrawing the screen (the default when stdout is not a terminal)")
+	every := fs.Duration("every", time.Second, "status poll interval (the VPC ping runs every two)")
+	runDir := fs.String("run-dir", "", "the run's directory, emptied at start (default <out>/run)")
+	prefix := fs.String("ns-prefix", sitePrefix, "namespace prefix of this run (a crashed run's namespaces with it are swept at start)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: meshctl run [flags]   (as root; `+"`make run`"+` runs it)
+
+Builds the image, starts the virtual site (two strongSwan + FRR concentrator endpoints and a VPC
+host, the ISP's DHCP and DNS, a WAN host, the reference cloud), boots the router in QEMU with its
+WAN and LAN on TAP devices, pairs it with the app simulator from a LAN client namespace, and shows
+the onboarding steps, the tunnels, BGP, the learned routes and a LAN -> VPC ping until Ctrl-C;
+then tears everything down. The router's console goes to <out>/run/console.log;
+`+"`meshctl site console`"+` attaches to it.
+
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return errUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "meshctl run: unexpected arguments %q\n", fs.Args())
 		return errUsage
 	}
-	dir := filepath.Join(*out, bf.board)
+	if os.Geteuid() != 0 {
+		return errors.New("meshctl run needs root (network namespaces, TAP devices, QEMU on them): run `sudo make run`")
+	}
+	if *runDir == "" {
+		*runDir = filepath.Join(*out, siteRunDirName)
+	}
+	dir := *imageDir
+	if dir == "" {
+		dir = filepath.Join(*out, bf.board)
+	}
 	var m image.Manifest
 	var err error
-	if *noBuild {
-		m, err = image.ReadManifest(dir)
+	if *noBuild || *imageDir != "" {
+		if m, err = image.ReadManifest(dir); err == nil {
+			err = image.Verify(dir, m)
+		}
 	} else {
 		var o image.Options
 		if o, err = bf.options(dir, progressTo(stderr)); err != nil {
@@ -77,7 +118,48 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	return boot(ctx, dir, m, vf, true, 0, stdout, stderr)
+	if err := needTools(m.Arch); err != nil {
+		return err
+	}
+	return runSite(ctx, siteOptions{ImageDir: dir, Manifest: m, RunDir: *runDir, Prefix: *prefix, MemoryMB: *mem,
+		Append: appendArgs, Stdout: stdout, Terminal: !*plain && isTerminal(stdout), Every: *every})
+}
+
+// needTools checks the programs the virtual site runs.
+func needTools(arch string) error {
+	qbin, err := qemu.Binary(arch)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, name := range []string{"ip", "ping", "charon", "swanctl", "zebra", "bgpd", "vtysh", qbin} {
+		if _, err := exec.LookPath(name); err == nil {
+			continue
+		}
+		found := false
+		for _, d := range []string{"/usr/sbin", "/sbin", "/usr/lib/frr", "/usr/lib/ipsec"} {
+			if _, err := os.Stat(filepath.Join(d, name)); err == nil {
+				found = true
+			}
+		}
+		if !found {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s: run `make deps` (or `make run`, which runs it)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error {

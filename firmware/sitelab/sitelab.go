@@ -1,36 +1,47 @@
-// Package sitelab builds a virtual site around a router VM, for the VM tests, benchmarks and
-// (later) `make run`: the firmware image booted in QEMU with its WAN and LAN ports on TAP
-// devices, an "internet" namespace on the WAN side (the ISP's DHCP server and DNS, a WAN host,
-// the reference cloud), and a LAN client namespace on the LAN side.
+// Package sitelab builds the virtual site around a router VM — the product working as a whole,
+// for `meshctl run` (`make run`), the VM tests and the benchmarks: the firmware image booted in
+// QEMU with its WAN and LAN ports on TAP devices; on the WAN side the AWS-like VPN concentrator
+// of internal/lab (two strongSwan + FRR endpoints, a VPC host behind them) whose internet
+// namespace is also the ISP (DHCP server, DNS, a WAN host) and hosts the reference cloud; on the
+// LAN side a client namespace that gets its address from the router by DHCP.
 //
-//	[lan]  eth0 ───────── clan ┐                      ┌ cwan ───────── rtr0 100.64.0.1/24  [isp]
-//	(a laptop; DHCP from       brlan ─ taplan ═ QEMU ═ tapwan ─ brwan     DHCP (server4), DNS
-//	 the router)               └──────────── [hw] ─────────────┘          lo: 198.18.0.1 WAN host
-//	                                                                       lo: 198.18.0.2 cloud
+//	[lan] eth0 ── clan ┐                       ┌ cwan ══ site0 [inet] ep1 ══ out0 [ep1] vpc0 ─┐
+//	(laptop/phone:      brlan ─ taplan ═ QEMU ═ tapwan ─ brwan     │  DHCP, DNS     charon+FRR   br0 [vpc]
+//	 DHCP from the      │      eth1      eth0     │               │  lo: WAN host   ep2 ══ ...  ─┘ VPC host
+//	 router)            └──────────── [hw] ───────┘               │  lo: cloud
 //
-// QEMU runs inside the hw namespace (through `ip netns exec`, so image/qemu's runner still
-// owns the process and its console), where each TAP is bridged to a veth "cable" leading to
-// the other namespaces: the router's ports are plugged into the lab like real cables, and the
-// WAN can be cut from the ISP's side (CutWAN) while the router's NIC keeps its carrier, as when
-// the ISP's network fails. For the full virtual site with tunnels (`make run`, once
-// vpn.Connection exists), the WAN cable's far end is meant to move to the concentrator lab's
-// "internet" namespace (internal/lab.Concentrator), which routes to the endpoints: the hw
-// namespace and its cables do not change, only the namespace that serves DHCP, DNS and the
-// cloud. That option is not written yet (its WAN-host address would clash with the
-// concentrator's 198.18.0.1).
+// QEMU runs inside the hw namespace (through `ip netns exec`, so image/qemu's runner still owns
+// the process and its console), where each TAP is bridged to a veth "cable" leading to the
+// other namespaces: the router's ports are plugged into the lab like real cables, and the WAN
+// can be cut at the ISP's end (CutWAN) while the router's NIC keeps its carrier, as when the
+// ISP's network fails. The addresses are in addrs.go (one table).
+//
+// The flow (ZeroTouch) is what a customer sees: the router boots, takes its WAN address by
+// DHCP, serves the LAN; the app on the LAN client pairs with it (SPAKE2+ from the label) and
+// hands over the cloud claim; the router enrolls, fetches its signed profile, resolves the
+// tunnels' PSKs from the cloud's secret store over mTLS, dials both tunnels, brings BGP up on
+// each, and installs the VPC routes it learns; the LAN client then reaches the VPC host through
+// the tunnels and the WAN host through NAT.
+//
+// Everything is owned by a lab.Lab: in tests lab.New(t), in `meshctl run` lab.Open with a
+// dedicated namespace prefix, swept at the next start if a run crashed.
 package sitelab
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -46,26 +57,9 @@ import (
 	"meshroot/provision/devcloud"
 )
 
-// The lab's fixed addressing.
-var (
-	ISPGateway  = netip.MustParsePrefix("100.64.0.1/24") // the ISP's router (DHCP server, DNS)
-	WANHost     = netip.MustParseAddr("198.18.0.1")      // "somewhere on the internet"
-	CloudAddr   = netip.MustParseAddr("198.18.0.2")      // the reference cloud
-	WANHostName = "wanhost.example."                     // the ISP's DNS answers it with WANHost
-	RouterLAN   = netip.MustParseAddr("192.168.1.1")     // the router's default LAN address
-	WANMAC      = net.HardwareAddr{0x52, 0x54, 0x00, 0x6d, 0x72, 0x01}
-	LANMAC      = net.HardwareAddr{0x52, 0x54, 0x00, 0x6d, 0x72, 0x02}
-)
-
-// WANHostPort is where the WAN host's TCP service (EchoSource) listens.
-const WANHostPort = 8000
-
-// CloudPort is the cloud's HTTPS port.
-const CloudPort = 8443
-
 // Config describes a site.
 type Config struct {
-	// Dir keeps the site's files (disk, factory blob, cloud data, console log).
+	// Dir keeps the site's files (disk, factory blob, cloud data, console logs).
 	Dir string
 	// LeaseTime is the ISP's DHCP lease (default 1 h; short ones exercise renewal and expiry).
 	LeaseTime time.Duration
@@ -73,11 +67,19 @@ type Config struct {
 	NoCloud bool
 	// Cloud adjusts the cloud's configuration.
 	Cloud func(*devcloud.Config)
+	// Concentrator adjusts the concentrator's configuration (ExternalSite stays set; the PSKs
+	// are random unless set here).
+	Concentrator func(*lab.ConcentratorConfig)
+	// ReadyTimeout bounds the wait for the concentrator's endpoints (default 90 s).
+	ReadyTimeout time.Duration
 }
 
 // Site is a running virtual site.
 type Site struct {
-	Lab           *lab.Lab
+	Lab *lab.Lab
+	// Conc is the concentrator; ISP is its internet namespace (the ISP's services and the
+	// cloud run there); HW holds QEMU and the bridges; LAN is the LAN client.
+	Conc          *lab.Concentrator
 	HW, ISP, LAN  *lab.NS
 	ISPDHCP       *dhcpd.Server
 	Cloud         *devcloud.Server
@@ -86,13 +88,15 @@ type Site struct {
 	dir           string
 	stop          context.CancelFunc
 	wrapper       string
-	cableWAN      string // the ISP side of the WAN cable
-	isp4          netip.Prefix
 	closeServices []func()
+
+	mu       sync.Mutex
+	lanLease Lease // the LAN client's address now (Addr invalid: none)
 }
 
-// New builds the namespaces, cables and the ISP's services (DHCP, DNS, WAN host, cloud). The
-// lab tears everything down.
+// New builds the concentrator (its endpoints started and ready), the namespaces and cables,
+// and the ISP's services (DHCP, DNS, WAN host, cloud). The lab tears everything down; Close
+// stops the in-process services first.
 func New(l *lab.Lab, cfg Config) (*Site, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("sitelab: Dir is required")
@@ -100,17 +104,30 @@ func New(l *lab.Lab, cfg Config) (*Site, error) {
 	if cfg.LeaseTime <= 0 {
 		cfg.LeaseTime = time.Hour
 	}
-	s := &Site{Lab: l, dir: cfg.Dir, cableWAN: "rtr0", isp4: ISPGateway}
-	var err error
-	mk := func(dst **lab.NS, name string) {
-		if err == nil {
-			*dst, err = l.NewNS(name)
-		}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 90 * time.Second
 	}
-	mk(&s.HW, "hw")
-	mk(&s.ISP, "isp")
-	mk(&s.LAN, "lan")
+	cc := lab.ConcentratorConfig{ASN: ConcentratorASN, SiteASN: SiteASN}
+	for i := range cc.Tunnels {
+		psk, err := NewPSK()
+		if err != nil {
+			return nil, err
+		}
+		cc.Tunnels[i].PSK = psk
+	}
+	if cfg.Concentrator != nil {
+		cfg.Concentrator(&cc)
+	}
+	cc.ExternalSite = true
+	conc, err := lab.NewConcentrator(l, cc)
 	if err != nil {
+		return nil, fmt.Errorf("sitelab: concentrator: %w", err)
+	}
+	s := &Site{Lab: l, Conc: conc, ISP: conc.Internet, dir: cfg.Dir}
+	if s.HW, err = l.NewNS("hw"); err != nil {
+		return nil, err
+	}
+	if s.LAN, err = l.NewNS("lan"); err != nil {
 		return nil, err
 	}
 	steps := []func() error{
@@ -118,7 +135,7 @@ func New(l *lab.Lab, cfg Config) (*Site, error) {
 		func() error { return s.HW.AddTap("taplan") },
 		func() error { return s.HW.AddBridge("brwan") },
 		func() error { return s.HW.AddBridge("brlan") },
-		func() error { return l.Veth(s.HW, "cwan", s.ISP, s.cableWAN) },
+		func() error { return conc.AttachSite(s.HW, "cwan") },
 		func() error { return l.Veth(s.HW, "clan", s.LAN, "eth0") },
 		func() error { return s.HW.SetMaster("tapwan", "brwan") },
 		func() error { return s.HW.SetMaster("cwan", "brwan") },
@@ -128,8 +145,7 @@ func New(l *lab.Lab, cfg Config) (*Site, error) {
 		func() error { return s.HW.LinkUp("taplan") },
 		func() error { return s.HW.LinkUp("brwan") },
 		func() error { return s.HW.LinkUp("brlan") },
-		func() error { return s.ISP.AddAddr(s.cableWAN, ISPGateway.String()) },
-		func() error { return s.ISP.AddAddr("lo", WANHost.String()+"/32", CloudAddr.String()+"/32") },
+		func() error { return s.ISP.AddAddr("lo", CloudAddr.String()+"/32") },
 		func() error { return s.LAN.LinkUp("eth0") },
 	}
 	for _, st := range steps {
@@ -144,27 +160,81 @@ func New(l *lab.Lab, cfg Config) (*Site, error) {
 	s.wrapper = filepath.Join(cfg.Dir, "qemu-in-hw")
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	l.Logger().Debug("sitelab: namespaces ready", "hw", s.HW.Name, "isp", s.ISP.Name, "lan", s.LAN.Name)
+	l.Logger().Debug("sitelab: namespaces ready", "hw", s.HW.Name, "internet", s.ISP.Name, "lan", s.LAN.Name)
 	if err := s.startISP(ctx, cfg); err != nil {
-		cancel()
+		s.Close()
 		return nil, err
+	}
+	if err := s.startVPCService(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	rctx, rcancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer rcancel()
+	if err := conc.WaitReady(rctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sitelab: concentrator: %w", err)
 	}
 	return s, nil
 }
 
-// Close stops the ISP's services (the lab removes the namespaces).
+// Close stops the ISP's services and the cloud (the lab removes the namespaces and processes).
 func (s *Site) Close() {
 	s.stop()
 	for i := len(s.closeServices) - 1; i >= 0; i-- {
 		s.closeServices[i]()
 	}
+	s.closeServices = nil
+}
+
+// Dir is the site's directory.
+func (s *Site) Dir() string { return s.dir }
+
+// NewPSK makes a pre-shared key as AWS does by default: 32 characters from [A-Za-z0-9._],
+// not starting with 0.
+func NewPSK() (string, error) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._"
+	b := make([]byte, 32)
+	for i := range b {
+		for {
+			n, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+			if err != nil {
+				return "", err
+			}
+			c := alphabet[n.Int64()]
+			if i == 0 && (c == '0' || c == '.' || c == '_') {
+				continue
+			}
+			b[i] = c
+			break
+		}
+	}
+	return string(b), nil
+}
+
+// echoService accepts TCP connections on ln and writes each caller's address back: the WAN host
+// sees the router's WAN address when NAT works; the VPC host sees the LAN client's own address
+// when the traffic came through a tunnel untranslated.
+func echoService(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		from := c.RemoteAddr().(*net.TCPAddr).IP.String()
+		io.WriteString(c, from+"\n")
+		c.Close()
+	}
 }
 
 func (s *Site) startISP(ctx context.Context, cfg Config) error {
-	// DHCP for the router's WAN.
+	// DHCP for the router's WAN: the endpoints expect the customer gateway at WANAddr, so the
+	// ISP reserves it for the router's MAC (a business line's fixed address, handed out by DHCP).
 	var err error
-	s.ISPDHCP, err = dhcpd.New(dhcpd.Config{Interface: s.cableWAN, Address: s.isp4, LeaseTime: cfg.LeaseTime,
-		DNS: []netip.Addr{s.isp4.Addr()}, Domain: "isp.example", Logger: s.Lab.Logger()})
+	s.ISPDHCP, err = dhcpd.New(dhcpd.Config{Interface: "site0", Address: ISPGateway, LeaseTime: cfg.LeaseTime,
+		PoolStart: WANAddr, PoolEnd: WANAddr,
+		Static: []dhcpd.StaticLease{{MAC: WANMAC.String(), IP: WANAddr}},
+		DNS:    []netip.Addr{ISPGateway.Addr()}, Domain: "isp.example", Logger: s.Lab.Logger()})
 	if err != nil {
 		return err
 	}
@@ -179,7 +249,7 @@ func (s *Site) startISP(ctx context.Context, cfg Config) error {
 	// The ISP's DNS: answers the WAN host's name, refuses the rest.
 	var pc net.PacketConn
 	if err := s.ISP.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(s.isp4.Addr(), 53).String())
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(ISPGateway.Addr(), 53).String())
 		return err
 	}); err != nil {
 		return err
@@ -200,7 +270,7 @@ func (s *Site) startISP(ctx context.Context, cfg Config) error {
 	<-started
 	s.closeServices = append(s.closeServices, func() { dnsSrv.Shutdown() })
 
-	// The WAN host: a TCP service that reports who connected (NAT shows as the router's address).
+	// The WAN host's service.
 	var ln net.Listener
 	if err := s.ISP.Do(func() (err error) {
 		ln, err = net.Listen("tcp", netip.AddrPortFrom(WANHost, WANHostPort).String())
@@ -208,17 +278,7 @@ func (s *Site) startISP(ctx context.Context, cfg Config) error {
 	}); err != nil {
 		return err
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			from := c.RemoteAddr().(*net.TCPAddr).IP.String()
-			io.WriteString(c, from+"\n")
-			c.Close()
-		}
-	}()
+	go echoService(ln)
 	s.closeServices = append(s.closeServices, func() { ln.Close() })
 
 	if cfg.NoCloud {
@@ -254,6 +314,20 @@ func (s *Site) startISP(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// startVPCService runs the echo service on the VPC host.
+func (s *Site) startVPCService() error {
+	var ln net.Listener
+	if err := s.Conc.VPC.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(VPCHost, VPCHostPort).String())
+		return err
+	}); err != nil {
+		return err
+	}
+	go echoService(ln)
+	s.closeServices = append(s.closeServices, func() { ln.Close() })
+	return nil
+}
+
 // Dialer makes connections from inside ns (for HTTP clients: the transport dials on its own
 // goroutines, which are not in the namespace).
 func Dialer(ns *lab.NS) func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -277,15 +351,18 @@ type VMConfig struct {
 	// Image is a built image directory and its manifest.
 	ImageDir string
 	Manifest image.Manifest
-	// Disk is the data disk (created to the board's layout when missing).
+	// Disk is the data disk (created to the board's layout when missing; default
+	// <Dir>/disk.img).
 	Disk string
 	// Factory is the factory data handed to the VM as fw_cfg opt/meshroot/factory (nil: none).
 	Factory []byte
 	// Echo receives the console; LogPath keeps it.
 	Echo    io.Writer
 	LogPath string
-	// Timeout bounds the VM's life (default 10 min).
+	// Timeout bounds the VM's life (default 10 min; negative: none).
 	Timeout time.Duration
+	// MemoryMB sizes the VM (default image/qemu's).
+	MemoryMB int
 	// Append are extra kernel arguments.
 	Append []string
 }
@@ -323,6 +400,7 @@ func (s *Site) Boot(cfg VMConfig) (*qemu.VM, error) {
 	qc.Watchdog = b.Watchdog != ""
 	qc.NICs = []qemu.NIC{qemu.TapNIC("tapwan", WANMAC.String()), qemu.TapNIC("taplan", LANMAC.String())}
 	qc.Echo, qc.LogPath = cfg.Echo, cfg.LogPath
+	qc.MemoryMB = cfg.MemoryMB
 	qc.Append = append(qc.Append, cfg.Append...)
 	if cfg.Factory != nil {
 		p := filepath.Join(s.dir, "factory.json")
@@ -331,11 +409,13 @@ func (s *Site) Boot(cfg VMConfig) (*qemu.VM, error) {
 		}
 		qc.Extra = append(qc.Extra, "-fw_cfg", "name=opt/meshroot/factory,file="+p)
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = 10 * time.Minute
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	switch {
+	case cfg.Timeout == 0:
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Minute)
+	case cfg.Timeout > 0:
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	vm, err := qemu.Start(ctx, qc)
 	if err != nil {
 		cancel()
@@ -346,11 +426,12 @@ func (s *Site) Boot(cfg VMConfig) (*qemu.VM, error) {
 }
 
 // CutWAN takes the ISP's end of the WAN cable down (the router's port keeps its carrier: the
-// upstream network is gone, not the cable); RestoreWAN brings it back.
-func (s *Site) CutWAN() error { return s.ISP.LinkDown(s.cableWAN) }
+// upstream network is gone, not the cable): the router loses the cloud, both endpoints and the
+// WAN host. RestoreWAN brings it back.
+func (s *Site) CutWAN() error { return s.Conc.CutSiteUplink() }
 
 // RestoreWAN ends CutWAN.
-func (s *Site) RestoreWAN() error { return s.ISP.LinkUp(s.cableWAN) }
+func (s *Site) RestoreWAN() error { return s.Conc.RestoreSiteUplink() }
 
 // RouterWAN returns the address the ISP's DHCP server gave the router (invalid when none).
 func (s *Site) RouterWAN() netip.Addr {
@@ -372,7 +453,8 @@ type Lease struct {
 }
 
 // LANLease runs a DHCP exchange from the LAN client (nclient4 on a raw socket in the lan
-// namespace) and configures what it got (address and default route), as a laptop would.
+// namespace) and configures what it got (address and default route, replacing an earlier
+// lease's), as a laptop would.
 func (s *Site) LANLease(ctx context.Context, hostname string) (Lease, error) {
 	var l *nclient4.Lease
 	err := s.LAN.Do(func() error {
@@ -397,15 +479,33 @@ func (s *Site) LANLease(ctx context.Context, hostname string) (Lease, error) {
 		a, _ := netip.AddrFromSlice(d.To4())
 		out.DNS = append(out.DNS, a)
 	}
-	if err := s.LAN.AddAddr("eth0", out.Addr.String()); err != nil {
-		return out, err
+	s.mu.Lock()
+	prev := s.lanLease.Addr
+	s.mu.Unlock()
+	if prev.IsValid() && prev != out.Addr {
+		_ = s.LAN.DelAddr("eth0", prev.String())
+	}
+	if prev != out.Addr {
+		if err := s.LAN.AddAddr("eth0", out.Addr.String()); err != nil {
+			return out, err
+		}
 	}
 	if out.Router.IsValid() {
 		if err := s.LAN.AddRoute(lab.Route{Dst: "default", Via: out.Router.String()}); err != nil {
 			return out, err
 		}
 	}
+	s.mu.Lock()
+	s.lanLease = out
+	s.mu.Unlock()
 	return out, nil
+}
+
+// LANClient returns the LAN client's lease in force (Addr invalid before LANLease).
+func (s *Site) LANClient() Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lanLease
 }
 
 // Resolve asks server (from the LAN client) for name's A record: the address, or the rcode.
@@ -429,12 +529,13 @@ func (s *Site) Resolve(server netip.Addr, name string) (string, error) {
 	return out, err
 }
 
-// WANHostSeen connects from the LAN client to the WAN host's service and returns the source
-// address the WAN host saw (the router's WAN address when NAT works).
-func (s *Site) WANHostSeen(timeout time.Duration) (string, error) {
+// SeenBy connects from the LAN client to the echo service at dst and returns the source
+// address the far end saw: for the WAN host the router's WAN address (NAT), for the VPC host
+// the LAN client's own address (the tunnel carries it untranslated).
+func (s *Site) SeenBy(dst netip.AddrPort, timeout time.Duration) (string, error) {
 	var seen string
 	err := s.LAN.Do(func() error {
-		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(WANHost, WANHostPort).String(), timeout)
+		c, err := net.DialTimeout("tcp", dst.String(), timeout)
 		if err != nil {
 			return err
 		}
@@ -442,11 +543,18 @@ func (s *Site) WANHostSeen(timeout time.Duration) (string, error) {
 		c.SetReadDeadline(time.Now().Add(timeout))
 		b := make([]byte, 64)
 		n, _ := c.Read(b)
-		if n > 0 && b[n-1] == '\n' {
-			n--
-		}
-		seen = string(b[:n])
+		seen = strings.TrimSuffix(string(b[:n]), "\n")
 		return nil
 	})
 	return seen, err
+}
+
+// WANHostSeen is SeenBy for the WAN host.
+func (s *Site) WANHostSeen(timeout time.Duration) (string, error) {
+	return s.SeenBy(netip.AddrPortFrom(WANHost, WANHostPort), timeout)
+}
+
+// VPCHostSeen is SeenBy for the VPC host.
+func (s *Site) VPCHostSeen(timeout time.Duration) (string, error) {
+	return s.SeenBy(netip.AddrPortFrom(VPCHost, VPCHostPort), timeout)
 }

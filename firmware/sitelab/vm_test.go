@@ -3,99 +3,59 @@ package sitelab
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"net/http"
-
 	"meshroot/firmware/status"
-	"meshroot/firmware/vpnhook"
 	"meshroot/image"
 	"meshroot/image/imagetest"
 	"meshroot/image/qemu"
 	"meshroot/internal/lab"
 	"meshroot/internal/testenv"
 	"meshroot/provision/api"
-	"meshroot/provision/identity"
-	"meshroot/provision/onboard"
-	"meshroot/provision/profile"
 )
 
-const (
-	psk1       = "vm-tunnel1-psk-Pq7x2LmN0vB8cR4t"
-	psk2       = "vm-tunnel2-psk-xlk6lMNzd4CNRP8Y"
-	passphrase = "vm wifi passphrase 4 words"
-)
-
-// world is one site with its cloud configured (a site with a VPN, PSKs, a claim) and a device's
-// factory data and label.
+// world is one virtual site with its cloud prepared for one device.
 type world struct {
-	site    *Site
-	dir     string
-	imgDir  string
-	img     image.Manifest
-	factory []byte
-	label   identity.Payload
-	code    identity.SetupCode
-	claim   *api.Claim
+	site   *Site
+	dev    *Device
+	dir    string
+	imgDir string
+	img    image.Manifest
 }
 
 func newWorld(t testing.TB, lease time.Duration) *world {
 	t.Helper()
 	testenv.Integration(t)
-	testenv.Command(t, "ip")
+	for _, c := range []string{"ip", "ping", "charon", "swanctl", "zebra", "bgpd", "vtysh"} {
+		testenv.Command(t, c)
+	}
 	dir, m := imagetest.Image(t, "qemu-virt-arm64")
-	l := lab.New(t)
-	w := &world{dir: t.TempDir(), imgDir: dir, img: m}
+	return openWorld(t, lab.New(t), dir, m, t.TempDir(), lease)
+}
+
+// openWorld builds the site in l (whose Close tears it down) and prepares the cloud for one
+// device.
+func openWorld(t testing.TB, l *lab.Lab, imgDir string, img image.Manifest, dir string, lease time.Duration) *world {
+	t.Helper()
+	w := &world{dir: dir, imgDir: imgDir, img: img}
 	var err error
 	w.site, err = New(l, Config{Dir: w.dir, LeaseTime: lease})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.site.Close)
-	ctx := context.Background()
-	op := w.site.Op
-	if _, err := op.CreateSite(ctx, api.CreateSiteRequest{ID: "vm-site", Name: "VM site", WiFiSSID: "Meshroot", Country: "DE"}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if w.dev, err = w.site.AddDevice(ctx, DeviceConfig{SiteID: "vm-site", SiteName: "VM site"}); err != nil {
 		t.Fatal(err)
 	}
-	vpn := &profile.VPN{ConnectionID: "vpn-0a1b2c3d4e5f60718", Type: "ipsec.1",
-		BGP:          &profile.BGP{CustomerASN: 65000, AmazonASN: 64512, HoldTimeSeconds: 30},
-		SitePrefixes: []string{"192.168.1.0/24"},
-		Tunnels: []profile.Tunnel{
-			{OutsideAddress: "198.51.100.2", InsideCIDR: "169.254.10.0/30", PSKRef: "vpn/vm/t1", Options: profile.DefaultTunnelOptions()},
-			{OutsideAddress: "203.0.113.2", InsideCIDR: "169.254.11.0/30", PSKRef: "vpn/vm/t2", Options: profile.DefaultTunnelOptions()},
-		}}
-	for i, p := range []string{psk1, psk2} {
-		if err := op.PutSecret(ctx, vpn.Tunnels[i].PSKRef, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw, _ := json.Marshal(vpn)
-	if _, err := op.PutVPN(ctx, "vm-site", raw); err != nil {
-		t.Fatal(err)
-	}
-	if w.claim, err = op.Claim(ctx, "vm-site", time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	w.code, err = identity.NewSetupCode(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fac, label, err := identity.NewFactory("MR-VM-0001", "qemu-virt-arm64", w.code, 0x2a, identity.DefaultIterations, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.label = label
-	w.factory, _ = fac.Marshal()
 	return w
 }
 
@@ -103,7 +63,7 @@ func (w *world) boot(t testing.TB, name string) *qemu.VM {
 	t.Helper()
 	logPath := filepath.Join(w.dir, name+"-console.log")
 	vm, err := w.site.Boot(VMConfig{ImageDir: w.imgDir, Manifest: w.img, Disk: filepath.Join(w.dir, "disk.img"),
-		Factory: w.factory, LogPath: logPath})
+		Factory: w.dev.Factory, LogPath: logPath, Timeout: 20 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,52 +78,20 @@ func (w *world) boot(t testing.TB, name string) *qemu.VM {
 	return vm
 }
 
-// statusFromLAN fetches the router's /status from the LAN client.
-func (w *world) statusFromLAN(ctx context.Context) (status.Status, string, error) {
-	hc := HTTPClient(w.site.LAN, 10*time.Second)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/status", RouterLAN), nil)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return status.Status{}, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var st status.Status
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, string(b), fmt.Errorf("%w: %s", err, b)
-	}
-	return st, string(b), nil
-}
-
 func (w *world) waitStatus(t testing.TB, what string, d time.Duration, cond func(status.Status) bool) status.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var last status.Status
-	var lastErr error
-	for {
-		st, _, err := w.statusFromLAN(ctx)
-		if err == nil && cond(st) {
-			return st
-		}
-		last, lastErr = st, err
-		select {
-		case <-ctx.Done():
-			b, _ := json.MarshalIndent(last, "", " ")
-			t.Fatalf("waiting for %s: last status (err %v):\n%s", what, lastErr, b)
-		case <-time.After(500 * time.Millisecond):
-		}
+	st, err := w.site.WaitStatus(ctx, 500*time.Millisecond, cond)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v; last VPN status %+v, WAN %+v", what, err, st.VPN, st.WAN)
 	}
+	return st
 }
 
-// secrets are what must never show in the status API or in clear on the data disk.
-func (w *world) secrets() map[string]string {
-	return map[string]string{"psk1": psk1, "psk2": psk2, "wifi passphrase": passphrase, "claim token": w.claim.Token, "setup code": w.code.Digits()}
-}
-
-// refusedFromWAN checks that a TCP connection from the ISP's side to addr is dropped (a timeout,
-// not a reset: the firewall drops, it does not answer).
-func refusedFromWAN(t *testing.T, ns *lab.NS, addr string) {
+// refusedFrom checks that a TCP connection from ns to addr is dropped (a timeout, not a
+// reset: the firewall drops, it does not answer).
+func refusedFrom(t *testing.T, ns *lab.NS, addr string) {
 	t.Helper()
 	err := ns.Do(func() error {
 		c, err := net.DialTimeout("tcp", addr, 1500*time.Millisecond)
@@ -175,242 +103,290 @@ func refusedFromWAN(t *testing.T, ns *lab.NS, addr string) {
 	var ne net.Error
 	switch {
 	case err == nil:
-		t.Errorf("from the WAN, %s accepted a connection; want it dropped", addr)
+		t.Errorf("from %s, %s accepted a connection; want it dropped", ns.Name, addr)
 	case !errors.As(err, &ne) || !ne.Timeout():
-		t.Errorf("from the WAN, %s: %v; want a timeout (dropped), not an answer", addr, err)
+		t.Errorf("from %s, %s: %v; want a timeout (dropped), not an answer", ns.Name, addr, err)
 	}
 }
 
-// TestVMRouter boots the router image on the lab's TAPs, then as one story: WAN by DHCP from the
-// ISP, a LAN client's lease and DNS (local names, forwarded names), NAT to a WAN host, nothing
-// in from the WAN, pairing with the app through the LAN until the router holds its verified
-// profile, a WAN outage longer than the ISP's lease (the LAN keeps working; the router recovers
-// without a reboot), the VPN connection started from the profile (its tunnels negotiating: no
-// concentrator in this lab), device and tunnel logs in the cloud, a status API without secrets,
-// and a clean reboot that comes back enrolled with its profile and no app, with no secret in
-// clear on the disk.
-func TestVMRouter(t *testing.T) {
-	w := newWorld(t, 20*time.Second)
-	t0 := time.Now()
-	vm := w.boot(t, "boot1")
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	info, line, err := imagetest.WaitReady(ctx, vm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("ready at %.1fs: services %v", line.At.Seconds(), info.Services)
-	for _, s := range []string{"firewall", "wan", "dhcp", "dns", "status", "provision", "vpn", "ota", "logship"} {
-		if !strings.Contains(" "+strings.Join(info.Services, " ")+" ", " "+s+" ") {
-			t.Errorf("ready line services %v; want %s up", info.Services, s)
+// checkConcentratorSide asks the endpoints themselves (strongSwan and FRR): each has its
+// tunnel's IKE and CHILD SA up with the router, and a BGP session from the router's inside
+// address that advertised the site's LAN.
+func checkConcentratorSide(t *testing.T, ctx context.Context, s *Site) {
+	t.Helper()
+	for _, ep := range s.Conc.Endpoints {
+		tu := ep.Tunnel
+		sa, err := ep.Charon.WaitUp(ctx, tu.Name)
+		if err != nil {
+			t.Errorf("endpoint %s: %v", tu.Outside, err)
+			continue
 		}
+		if sa.RemoteHost != WANAddr.String() {
+			t.Errorf("endpoint %s: IKE SA with %s; want the router's WAN %s", tu.Outside, sa.RemoteHost, WANAddr)
+		}
+		p, err := ep.FRR.WaitEstablished(ctx, tu.SiteInside4, 1)
+		if err != nil {
+			t.Errorf("endpoint %s: BGP with the router %s: %v", tu.Outside, tu.SiteInside4, err)
+			continue
+		}
+		r, err := ep.FRR.WaitRoute(ctx, LANPrefix.String())
+		if err != nil {
+			t.Errorf("endpoint %s: route to the site's LAN: %v", tu.Outside, err)
+		}
+		t.Logf("endpoint %s (%s): IKE %s %s/%d, CHILD %d; BGP with %s %s, %d prefixes in, %d out; route %s via %v AS path %q",
+			tu.Outside, tu.Name, sa.State, sa.EncrAlg, sa.EncrKeySize, len(sa.Children), tu.SiteInside4, p.State, p.PfxRcd, p.PfxSnt,
+			r.Prefix, r.NextHops, r.ASPath)
 	}
+}
 
-	var wanAddr netip.Addr
-	t.Run("WAN by DHCP", func(t *testing.T) {
-		deadline := time.Now().Add(60 * time.Second)
-		for !wanAddr.IsValid() && time.Now().Before(deadline) {
-			wanAddr = w.site.RouterWAN()
-			time.Sleep(200 * time.Millisecond)
-		}
-		if !wanAddr.IsValid() {
-			t.Fatalf("the ISP gave the router no lease")
-		}
-		t.Logf("router WAN address %s", wanAddr)
-	})
-	var lease Lease
-	t.Run("LAN lease", func(t *testing.T) {
-		lease, err = w.site.LANLease(ctx, "laptop")
+// TestVMSite is the product working as a whole, in two boots of the real arm64 image in QEMU
+// against real peers (two strongSwan + FRR endpoints, the reference cloud): zero-touch from a
+// fresh disk (pair from the LAN client, enroll, profile, PSKs from the cloud's secret store,
+// both tunnels, BGP on both, the VPC route) with the LAN client reaching the VPC host through
+// the tunnel and a WAN host through NAT; DNS; nothing in from the WAN; no secret in the status
+// API; a 60 s WAN cut (longer than the ISP's 20 s lease: the LAN keeps leases and local names,
+// and the tunnels and BGP come back by themselves when the WAN does); device, tunnel and BGP
+// logs in the cloud; and a reboot that comes back to both tunnels up with no app, nothing
+// secret in clear on the disk. About 4 minutes on 2 cores.
+func TestVMSite(t *testing.T) {
+	w := newWorld(t, 20*time.Second)
+	s, dev := w.site, w.dev
+	vm := w.boot(t, "boot1")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+
+	var zt *ZeroTouchResult
+	if !t.Run("zero touch", func(t *testing.T) {
+		zctx, zcancel := context.WithTimeout(ctx, 4*time.Minute)
+		defer zcancel()
+		var err error
+		zt, err = s.ZeroTouch(zctx, vm, dev, ZeroTouchOptions{Hostname: "laptop", OnStep: func(st Step) {
+			t.Logf("%7.2fs  %-28s %s", st.At.Seconds(), st.Name, st.Detail)
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		for _, svc := range []string{"firewall", "wan", "dhcp", "dns", "status", "provision", "vpn", "ota", "logship"} {
+			if !strings.Contains(" "+strings.Join(zt.Ready.Services, " ")+" ", " "+svc+" ") {
+				t.Errorf("ready line services %v; want %s up", zt.Ready.Services, svc)
+			}
+		}
+		if got := s.RouterWAN(); got != WANAddr {
+			t.Errorf("router's WAN lease = %v; want %s", got, WANAddr)
+		}
+		st := zt.Status
+		if st.VPN.LocalAddress != WANAddr.String() || st.VPN.ConnectionID != ConnectionID || st.Profile == nil || st.Profile.SiteID != "vm-site" {
+			t.Errorf("status: VPN from %q connection %q, profile %+v; want from %s, %s, site vm-site", st.VPN.LocalAddress, st.VPN.ConnectionID, st.Profile, WANAddr, ConnectionID)
+		}
+		for i, tu := range st.VPN.Tunnels {
+			if tu.Outside != Endpoints[i].String() || tu.Device != fmt.Sprintf("mrtun%d", i+1) || tu.PrefixesOut != 1 {
+				t.Errorf("tunnel %d = %+v; want to %s on mrtun%d, 1 prefix out", i+1, tu, Endpoints[i], i+1)
+			}
+		}
+		t.Logf("zero touch: QEMU start to the first LAN -> VPC ping answered in %.1fs; meshd RSS %.1f MiB",
+			zt.Total.Seconds(), float64(st.Memory.RSSBytes)/(1<<20))
+	}) {
+		t.FailNow()
+	}
+	t.Run("routes from both tunnels, MED picks tunnel 1", func(t *testing.T) {
+		// The first route may come from either tunnel; once both sessions have sent theirs,
+		// tunnel 1's (MED 100 against 200) carries the VPC.
+		st := w.waitStatus(t, "the VPC prefix from both tunnels", time.Minute, func(st status.Status) bool {
+			r := st.VPN.Routes[VPCPrefix.String()]
+			return TunnelsUp(st) && st.VPN.Tunnels[0].PrefixesIn >= 1 && st.VPN.Tunnels[1].PrefixesIn >= 1 && len(r) == 1 && r[0] == Endpoints[0].String()
+		})
+		t.Logf("routes %v", st.VPN.Routes)
+	})
+	t.Run("concentrator's view", func(t *testing.T) {
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		defer ccancel()
+		checkConcentratorSide(t, cctx, s)
+	})
+	lease := s.LANClient()
+	t.Run("LAN lease and DNS", func(t *testing.T) {
 		if lease.Addr.String() != "192.168.1.100/24" || lease.Router != RouterLAN || len(lease.DNS) != 1 || lease.DNS[0] != RouterLAN || lease.Domain != "lan" {
 			t.Errorf("LAN lease = %+v; want 192.168.1.100/24 with the router as gateway and DNS, domain lan", lease)
 		}
-	})
-	t.Run("DNS", func(t *testing.T) {
-		for name, want := range map[string]string{"meshroot.lan": "192.168.1.1", "laptop.lan": "192.168.1.100", "nobody.lan": "NXDOMAIN", WANHostName: WANHost.String()} {
-			if got, err := w.site.Resolve(RouterLAN, name); err != nil || got != want {
+		for name, want := range map[string]string{"meshroot.lan": RouterLAN.String(), "laptop.lan": "192.168.1.100", "nobody.lan": "NXDOMAIN", WANHostName: WANHost.String()} {
+			if got, err := s.Resolve(RouterLAN, name); err != nil || got != want {
 				t.Errorf("resolve %s via the router = %q, %v; want %s", name, got, err, want)
 			}
 		}
 	})
+	t.Run("VPC through the tunnel", func(t *testing.T) {
+		// The VPC host sees the LAN client's own address: the tunnel carries it, no NAT. (The
+		// internet has no route to the VPC: only the tunnels lead there.)
+		seen, err := s.VPCHostSeen(5 * time.Second)
+		if err != nil || seen != lease.Addr.Addr().String() {
+			t.Errorf("the VPC host saw %q, %v; want the LAN client's %s", seen, err, lease.Addr.Addr())
+		}
+		if _, err := s.ISP.Run("ping", "-n", "-c", "1", "-W", "1", VPCHost.String()); err == nil {
+			t.Errorf("the VPC host answers from the internet: the check above proves nothing")
+		}
+		st, _, err := s.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in uint64
+		for _, tu := range st.VPN.Tunnels {
+			in += tu.BytesIn
+		}
+		if in == 0 {
+			t.Errorf("tunnels carried no bytes in: %+v", st.VPN.Tunnels)
+		}
+	})
 	t.Run("NAT to a WAN host", func(t *testing.T) {
-		seen, err := w.site.WANHostSeen(5 * time.Second)
-		if err != nil || seen != wanAddr.String() {
-			t.Errorf("the WAN host saw %q, %v; want the router's WAN address %s", seen, err, wanAddr)
+		seen, err := s.WANHostSeen(5 * time.Second)
+		if err != nil || seen != WANAddr.String() {
+			t.Errorf("the WAN host saw %q, %v; want the router's WAN address %s", seen, err, WANAddr)
 		}
 	})
 	t.Run("inbound from the WAN refused", func(t *testing.T) {
-		// A listener on the LAN client, reachable only if the router forwarded WAN traffic in.
 		var ln net.Listener
-		if err := w.site.LAN.Do(func() (err error) { ln, err = net.Listen("tcp", "0.0.0.0:9000"); return err }); err != nil {
+		if err := s.LAN.Do(func() (err error) { ln, err = net.Listen("tcp", "0.0.0.0:9000"); return err }); err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		if err := w.site.ISP.AddRoute(lab.Route{Dst: "192.168.1.0/24", Via: wanAddr.String()}); err != nil {
+		// The ISP's side routes the LAN to the router, as a hostile upstream could.
+		r := lab.Route{Dst: LANPrefix.String(), Via: WANAddr.String()}
+		if err := s.ISP.AddRoute(r); err != nil {
 			t.Fatal(err)
 		}
-		for _, a := range []string{wanAddr.String() + ":80", wanAddr.String() + ":8080", wanAddr.String() + ":22", "192.168.1.100:9000", "192.168.1.1:80"} {
-			refusedFromWAN(t, w.site.ISP, a)
+		defer s.ISP.DelRoute(r)
+		wan := WANAddr.String()
+		for _, a := range []string{wan + ":80", wan + ":8080", wan + ":22", wan + ":179", "192.168.1.100:9000", "192.168.1.1:80"} {
+			refusedFrom(t, s.ISP, a)
 		}
-		if out, err := w.site.ISP.Run("ping", "-c", "2", "-W", "1", wanAddr.String()); err == nil {
+		// A concentrator endpoint may speak IKE to the router, nothing else.
+		refusedFrom(t, s.Conc.Endpoints[0].NS, wan+":80")
+		if out, err := s.ISP.Run("ping", "-c", "2", "-W", "1", wan); err == nil {
 			t.Errorf("the router answers pings from the WAN:\n%s", out)
 		}
 	})
-	var st0 status.Status
-	t.Run("status before pairing", func(t *testing.T) {
-		var body string
-		st0, body, err = w.statusFromLAN(ctx)
+	t.Run("status shows no secret", func(t *testing.T) {
+		_, body, err := s.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st0.WAN == nil || !st0.WAN.Up() || st0.LAN.Leases != 1 || !st0.Firewall.Applied || st0.Onboarding.Enrolled {
-			t.Errorf("status = %s", body)
+		metrics, err := s.Metrics(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(body, []byte(`"ike": "Established"`)) || !bytes.Contains(metrics, []byte("meshroot_")) {
+			t.Errorf("status or metrics lack the tunnels: the scan below proves nothing\n%s", body)
+		}
+		for what, sec := range dev.Secrets() {
+			if bytes.Contains(body, []byte(sec)) || bytes.Contains(metrics, []byte(sec)) {
+				t.Errorf("/status or /metrics shows the %s", what)
+			}
 		}
 	})
 
-	var paired time.Duration
-	t.Run("onboarding from the LAN", func(t *testing.T) {
-		start := time.Now()
-		actx, acancel := context.WithTimeout(ctx, 3*time.Minute)
-		defer acancel()
-		tr := &onboard.HTTPTransport{URL: fmt.Sprintf("http://%s:8080", RouterLAN), Client: HTTPClient(w.site.LAN, 30*time.Second)}
-		sess, err := onboard.Pair(actx, tr, w.label)
+	t.Run("WAN cut for 60 s", func(t *testing.T) {
+		before, _, err := s.Status(ctx)
 		if err != nil {
-			t.Fatalf("pair: %v", err)
+			t.Fatal(err)
 		}
-		if _, err := sess.Setup(actx, onboard.Setup{ClaimToken: w.claim.Token, CloudURL: w.claim.CloudURL, CAPin: w.claim.CAPin,
-			SiteName: "VM site", WiFiSSID: "Meshroot", WiFiPassphrase: passphrase, Country: "DE"}); err != nil {
-			t.Fatalf("setup: %v", err)
-		}
-		p, err := sess.WaitProfile(actx, 250*time.Millisecond, nil)
-		if err != nil {
-			t.Fatalf("waiting for the profile: %v", err)
-		}
-		paired = time.Since(start)
-		t.Logf("paired and holding profile v%d %.1fs after the app started (%.1fs after QEMU started)", p.ProfileVersion, paired.Seconds(), time.Since(t0).Seconds())
-	})
-	var st1 status.Status
-	t.Run("status after pairing", func(t *testing.T) {
-		st1 = w.waitStatus(t, "the profile and the VPN connection", time.Minute, func(st status.Status) bool {
-			return st.Onboarding.Phase == onboard.PhaseProfile && st.VPN.State == vpnhook.StateRunning && len(st.VPN.Tunnels) == 2
-		})
-		if st1.Profile == nil || st1.Profile.SiteID != "vm-site" || !st1.Profile.HasVPN || len(st1.Firewall.IKEFrom) != 2 {
-			t.Errorf("status: profile %+v firewall %+v", st1.Profile, st1.Firewall)
-		}
-		// No concentrator in this lab: the tunnels run on their TUN devices and keep trying.
-		for i, tu := range st1.VPN.Tunnels {
-			if tu.Device != fmt.Sprintf("mrtun%d", i+1) || tu.IKE == "Established" || st1.VPN.LocalAddress != wanAddr.String() {
-				t.Errorf("VPN tunnel %d = %+v from %s; want negotiating on mrtun%d from the WAN address", i+1, tu, st1.VPN.LocalAddress, i+1)
-			}
-		}
-		_, body, _ := w.statusFromLAN(ctx)
-		for what, s := range w.secrets() {
-			if strings.Contains(body, s) {
-				t.Errorf("/status shows the %s", what)
-			}
-		}
-		t.Logf("meshd RSS with every service up: %.1f MiB (Go heap %.1f MiB, %d goroutines)",
-			float64(st1.Memory.RSSBytes)/(1<<20), float64(st1.Memory.GoHeapBytes)/(1<<20), st1.Memory.Goroutines)
-	})
-
-	t.Run("WAN outage", func(t *testing.T) {
-		if err := w.site.CutWAN(); err != nil {
+		if err := s.CutWAN(); err != nil {
 			t.Fatal(err)
 		}
 		cut := time.Now()
 		// Longer than the ISP's 20 s lease: the router's lease expires.
 		w.waitStatus(t, "the WAN lease to expire", 90*time.Second, func(st status.Status) bool { return st.WAN != nil && !st.WAN.Up() })
 		t.Logf("WAN down (lease gone) %.1fs after the cut", time.Since(cut).Seconds())
-		// The LAN keeps working: a lease (a new client asking) and local names.
-		if err := w.site.LAN.DelAddr("eth0", lease.Addr.String()); err != nil {
-			t.Fatal(err)
-		}
-		l2, err := w.site.LANLease(ctx, "laptop")
+		// The LAN keeps working: a lease (the client asks again) and local names.
+		l2, err := s.LANLease(ctx, "laptop")
 		if err != nil || l2.Addr != lease.Addr {
-			t.Errorf("LAN lease during the outage = %+v, %v; want the same address", l2, err)
+			t.Errorf("LAN lease during the outage = %+v, %v; want %s again", l2, err, lease.Addr)
 		}
-		for name, want := range map[string]string{"meshroot.lan": "192.168.1.1", "laptop.lan": "192.168.1.100"} {
-			if got, err := w.site.Resolve(RouterLAN, name); err != nil || got != want {
+		for name, want := range map[string]string{"meshroot.lan": RouterLAN.String(), "laptop.lan": "192.168.1.100"} {
+			if got, err := s.Resolve(RouterLAN, name); err != nil || got != want {
 				t.Errorf("resolve %s during the outage = %q, %v; want %s", name, got, err, want)
 			}
 		}
-		if _, err := w.site.WANHostSeen(2 * time.Second); err == nil {
+		if _, err := s.WANHostSeen(2 * time.Second); err == nil {
 			t.Errorf("the WAN host is reachable during the outage: the cut is not on the path")
 		}
-		for time.Since(cut) < 30*time.Second {
+		for time.Since(cut) < 60*time.Second {
 			time.Sleep(time.Second)
 		}
-		if err := w.site.RestoreWAN(); err != nil {
+		st, _, _ := s.Status(ctx)
+		for _, tu := range st.VPN.Tunnels {
+			t.Logf("after 60 s without WAN: %s IKE %s ESP %s BGP %s", tu.Name, tu.IKE, tu.ESP, tu.BGP)
+		}
+		if err := s.RestoreWAN(); err != nil {
 			t.Fatal(err)
 		}
-		restored := time.Now()
-		st := w.waitStatus(t, "the WAN to come back", 2*time.Minute, func(st status.Status) bool { return st.WAN != nil && st.WAN.Up() })
-		t.Logf("WAN back %.1fs after the ISP returned (outage %.0fs)", time.Since(restored).Seconds(), restored.Sub(cut).Seconds())
-		if st.UptimeSeconds < st1.UptimeSeconds {
-			t.Errorf("uptime went from %.0f to %.0f s: the router rebooted", st1.UptimeSeconds, st.UptimeSeconds)
+		restored := time.Since(vm.Started())
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer wcancel()
+		st, _, err = s.WaitConnected(wctx, vm, func(st Step) {
+			t.Logf("%6.2fs after the WAN returned: %-28s %s", (st.At - restored).Seconds(), st.Name, st.Detail)
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		var seen string
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			if seen, err = w.site.WANHostSeen(3 * time.Second); err == nil {
-				break
-			}
+		if st.UptimeSeconds < before.UptimeSeconds {
+			t.Errorf("uptime went from %.0f to %.0f s: the router rebooted", before.UptimeSeconds, st.UptimeSeconds)
 		}
-		if seen != w.site.RouterWAN().String() {
-			t.Errorf("after the outage the WAN host saw %q, %v; want the router's WAN address", seen, err)
+		if seen, err := s.WANHostSeen(5 * time.Second); err != nil || seen != WANAddr.String() {
+			t.Errorf("after the outage the WAN host saw %q, %v; want %s", seen, err, WANAddr)
 		}
 	})
 	t.Run("logs in the cloud", func(t *testing.T) {
-		deadline := time.Now().Add(time.Minute)
-		var msgs []string
-		for time.Now().Before(deadline) {
-			recs, err := w.site.Op.Logs(ctx, api.LogQuery{Site: "vm-site", Device: "MR-VM-0001", Limit: 10000})
-			if err == nil {
-				msgs = msgs[:0]
+		// The shipper uploads every 10 s; what the router logged during the outage waited in
+		// its buffer.
+		start := time.Now()
+		var missing []string
+		for time.Since(start) < 90*time.Second {
+			recs, err := s.Op.Logs(ctx, api.LogQuery{Site: "vm-site", Device: dev.Serial, Limit: 10000})
+			if err != nil {
+				missing = []string{err.Error()}
+				time.Sleep(time.Second)
+				continue
+			}
+			got := map[string]int{}
+			for _, r := range recs {
+				got[r.Msg]++
+				got[r.Msg+" "+r.Tunnel]++
+			}
+			missing = missing[:0]
+			for _, want := range []string{"vpn: connection running", "lease expired"} {
+				if got[want] == 0 {
+					missing = append(missing, want)
+				}
+			}
+			if got["wan up (dhcp)"] < 2 {
+				missing = append(missing, "a second wan up (dhcp)")
+			}
+			for _, e := range Endpoints {
+				for _, m := range []string{"tunnel activity log ", "bgp log "} {
+					if got[m+e.String()] == 0 {
+						missing = append(missing, m+e.String())
+					}
+				}
+			}
+			if len(missing) == 0 {
+				// Delivery is at least once and ingest is idempotent by log_id: one copy of
+				// each line, one ready line for the boot.
+				ids := map[string]int{}
 				for _, r := range recs {
-					msgs = append(msgs, r.Msg)
-				}
-				joined := strings.Join(msgs, "\n")
-				// The outage's lines were logged while the cloud was unreachable.
-				tunnelLog := false
-				for _, r := range recs {
-					tunnelLog = tunnelLog || r.Msg == "tunnel activity log" && r.Tunnel == "198.51.100.2"
-				}
-				if strings.Contains(joined, "vpn: connection running") && tunnelLog && strings.Count(joined, "wan up (dhcp)") >= 2 &&
-					strings.Contains(joined, "lease expired") {
-					// Delivery is at least once (an upload in flight when the uplink failed
-					// may arrive twice); each line's log_id tells copies apart.
-					ids := map[string]int{}
-					for _, r := range recs {
-						id, _ := r.Attrs["log_id"].(string)
-						if id == "" {
-							t.Errorf("cloud record %q without a log_id", r.Msg)
-						}
-						ids[id]++
+					if r.LogID == "" {
+						t.Errorf("cloud record %q without a log_id", r.Msg)
 					}
-					readyIDs := map[string]bool{}
-					for _, r := range recs {
-						if r.Msg == "ready" {
-							id, _ := r.Attrs["log_id"].(string)
-							readyIDs[id] = true
-						}
-					}
-					if len(readyIDs) != 1 {
-						t.Errorf("the cloud has %d distinct ready lines for one boot; want 1", len(readyIDs))
-					}
-					dups := len(recs) - len(ids)
-					t.Logf("cloud holds %d device lines, %d distinct (%d delivered twice)", len(recs), len(ids), dups)
-					return
+					ids[r.LogID]++
 				}
+				if got["ready"] != 1 || len(ids) != len(recs) {
+					t.Errorf("the cloud holds %d ready lines for one boot and %d lines for %d log_ids; want 1, and one line per log_id", got["ready"], len(recs), len(ids))
+				}
+				t.Logf("cloud holds %d device, tunnel and BGP log lines (complete %.1fs after the WAN returned and the ping answered)", len(recs), time.Since(start).Seconds())
+				return
 			}
 			time.Sleep(time.Second)
 		}
-		t.Errorf("the cloud's logs for the device lack the expected lines; got %d: %q", len(msgs), msgs)
+		t.Errorf("the cloud's logs for the device lack %q", missing)
 	})
-
-	t.Run("reboot keeps identity and profile", func(t *testing.T) {
+	t.Run("reboot comes back without the app", func(t *testing.T) {
 		if err := imagetest.ShellReady(ctx, vm); err != nil {
 			t.Fatal(err)
 		}
@@ -426,16 +402,20 @@ func TestVMRouter(t *testing.T) {
 			t.Errorf("no clean shutdown before the reboot: %v", err)
 		}
 		vm2 := w.boot(t, "boot2")
-		b0 := time.Now()
 		if _, _, err := imagetest.WaitReady(ctx, vm2); err != nil {
 			t.Fatal(err)
 		}
-		st := w.waitStatus(t, "the profile after the reboot", 3*time.Minute, func(st status.Status) bool {
-			return st.Onboarding.Phase == onboard.PhaseProfile && st.Onboarding.Enrolled && st.VPN.State == vpnhook.StateRunning
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer wcancel()
+		st, total, err := s.WaitConnected(wctx, vm2, func(st Step) {
+			t.Logf("%6.2fs after QEMU started: %-28s %s", st.At.Seconds(), st.Name, st.Detail)
 		})
-		t.Logf("after the reboot: enrolled with profile v%d %.1fs after QEMU started, no app involved", st.Profile.Version, time.Since(b0).Seconds())
-		if st.Profile == nil || st.Profile.Version != st1.Profile.Version || st.Onboarding.Serial != "MR-VM-0001" {
-			t.Errorf("after the reboot: %+v / %+v; want the same profile", st.Onboarding, st.Profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("after the reboot: both tunnels, BGP and the LAN -> VPC ping %.1fs after QEMU started, no app involved", total.Seconds())
+		if st.Profile == nil || st.Profile.Version != zt.Status.Profile.Version || st.Onboarding.Serial != dev.Serial || !st.Onboarding.Enrolled {
+			t.Errorf("after the reboot: %+v / %+v; want the same profile v%d, enrolled", st.Onboarding, st.Profile, zt.Status.Profile.Version)
 		}
 		loaded := false
 		for _, l := range vm2.Lines() {
@@ -449,8 +429,8 @@ func TestVMRouter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for what, s := range w.secrets() {
-			if bytes.Contains(disk, []byte(s)) {
+		for what, sec := range dev.Secrets() {
+			if bytes.Contains(disk, []byte(sec)) {
 				t.Errorf("the data disk holds the %s in clear", what)
 			}
 		}
