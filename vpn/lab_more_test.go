@@ -260,3 +260,27 @@ func TestLabOutsideIPv6(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+// TestLabStartupActionStart: AWS's startup action "start": the concentrator's endpoints
+// initiate, our tunnels answer (and only answer), and everything converges as usual.
+func TestLabStartupActionStart(t *testing.T) {
+	t.Parallel()
+	cc := lab.ConcentratorConfig{}
+	for i := range cc.Tunnels {
+		cc.Tunnels[i].StartAction = "start"
+	}
+	r := newConcRig(t, cc, func(d fileDoc) {
+		for i := range 2 {
+			d.tunnel(i)["options"] = map[string]any{"startup_action": "start"}
+		}
+	})
+	st := r.waitStatus(60*time.Second, "converged", bgpConverged)
+	for _, tu := range st.Tunnels {
+		if tu.Initiator {
+			t.Errorf("tunnel %s: we initiated; want the concentrator to (startup action start)", tu.Name)
+		}
+	}
+	if err := r.c.SiteLAN.WaitPing(r.ctx(20*time.Second), "", r.c.Addrs.VPCHost4); err != nil {
+		t.Error(err)
+	}
+}
