@@ -491,7 +491,8 @@ func closeTunnels(runs []*tunnelRun, d time.Duration) error {
 
 // Stop tears the connection down: the tunnels send DELETE (waiting up to 2 s for the answers),
 // the BGP sessions end with Cease, the routes leave the kernel, the TUN devices and sockets
-// close. It is safe to call more than once.
+// close. It is safe to call more than once; a stopped Connection does not start again (make a
+// new one).
 func (c *Connection) Stop() error {
 	c.mu.Lock()
 	if c.state != stateRunning {
