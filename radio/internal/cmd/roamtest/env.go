@@ -55,6 +55,8 @@ type env struct {
 	med   *medium.Medium
 	start time.Time
 
+	rs *roamSite // the roaming scenarios' site, set up on first use
+
 	mu      sync.Mutex
 	taps    []medium.FrameEvent
 	tapOn   bool
@@ -604,6 +606,20 @@ func (a *arrivals) gap(from, to time.Time) time.Duration {
 		prev = t
 	}
 	return max(g, to.Sub(prev))
+}
+
+// around returns the last arrival before t and the first after it.
+func (a *arrivals) around(t time.Time) (before, after time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, x := range a.times {
+		if x.Before(t) {
+			before = x
+		} else if after.IsZero() {
+			after = x
+		}
+	}
+	return before, after
 }
 
 func (a *arrivals) count(from, to time.Time) int {

@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("roamtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bundle := fs.String("bundle", "", "tar archive (a file or a block device) of files to unpack into / first: hostapd, wpa_supplicant, their libraries, regulatory.db")
-	scenarios := fs.String("scenarios", "roam,ignore,pingpong,controller-loss,backhaul", "comma-separated scenarios to run")
+	scenarios := fs.String("scenarios", "roam,ignore,pingpong,controller-loss", "comma-separated scenarios to run")
 	roams := fs.Int("roams", 20, "roams per key management in the roam-time benchmark")
 	verbose := fs.Bool("v", false, "daemon debug logs")
 	if err := fs.Parse(args); err != nil {

@@ -52,6 +52,9 @@ func runVM(t testing.TB, args string, timeout time.Duration) vmResult {
 	dir, m := imagetest.ImageWith(t, vmBoard, imagetest.Options{
 		Modules: vmModules,
 		Files:   []image.File{{Path: "usr/bin/roamtest", Host: buildRoamtest(t)}},
+		// A test image: the product's budget (image.DefaultBudget) plus room for this test
+		// binary (5 MB) and the extra modules.
+		Budget: &image.Budget{Compressed: 24 << 20, Raw: 96 << 20},
 	})
 	vm := imagetest.Boot(t, dir, m, imagetest.BootOptions{Timeout: timeout + 2*time.Minute, Config: func(c *qemu.Config) {
 		c.MemoryMB = 1024
@@ -106,14 +109,61 @@ func runVM(t testing.TB, args string, timeout time.Duration) vmResult {
 	return res
 }
 
-// TestVMRoamProbe is a development probe of the environment (roamtest -scenarios probe).
-func TestVMRoamProbe(t *testing.T) {
-	if os.Getenv("MESHROOT_ROAM_PROBE") == "" {
-		t.Skip("development probe: set MESHROOT_ROAM_PROBE=1")
+// requiredChecks must all be reported, and pass, by roamtest in TestVMRoam.
+var requiredChecks = []string{
+	"bundle", "modprobe", "radios", "medium", "roaming site",
+	"walk A to C: steered with 802.11v, roams with FT",
+	"station without 802.11v joins node A", "kicks off: left alone", "kicks on: deauthenticated, blocked, reassociated elsewhere",
+	"equal nodes: no ping-pong",
+	"controller lost: nodes keep serving", "controller back: nodes follow it again",
+	"backhaul: 802.11s mesh with SAE up", "backhaul: satellite prefers the cable",
+	"backhaul: cable pulled (no carrier change) → mesh", "backhaul: cable back → wired after the hold",
+	"backhaul: carrier lost → mesh",
+}
+
+// TestVMRoam boots the amd64 image once with mac80211_hwsim radios, the Go medium, Debian's
+// hostapd (three nodes' APs with 802.11k/v/r from radio/ft) and wpa_supplicant stations, and
+// runs the roaming scenarios (see roamtest's scenarios.go): a station walking from node A to C
+// is steered there with 802.11v and roams with FT; a station without 802.11v is left alone or
+// kicked as configured; no ping-pong between equal nodes; nodes keep serving without the
+// controller; and the backhaul (see backhaul.go): a satellite prefers its cable, moves to the
+// 802.11s mesh when the cable is pulled and back when it returns.
+func TestVMRoam(t *testing.T) {
+	res := runVM(t, "-scenarios roam,ignore,pingpong,controller-loss,backhaul "+os.Getenv("MESHROOT_ROAM_ARGS"), 15*time.Minute)
+	for _, name := range requiredChecks {
+		c, ok := res.checks[name]
+		switch {
+		case !ok:
+			t.Errorf("check %q not reported", name)
+		case !c.OK:
+			t.Errorf("check %q failed: %s", name, c.Detail)
+		}
 	}
-	res := runVM(t, "-scenarios probe "+os.Getenv("MESHROOT_ROAM_ARGS"), 10*time.Minute)
 	if !res.done.OK {
-		t.Errorf("roamtest failed: %+v", res.done)
+		t.Errorf("roamtest: %+v; want ok", res.done)
+	}
+}
+
+// BenchmarkVMRoam boots the image once and measures 20 roams with FT and 20 without (BSS
+// transition request → reassociated, authentication → reassociation response on the medium,
+// data gap) and the backhaul failover (see roamtest's bench.go and backhaul.go).
+func BenchmarkVMRoam(b *testing.B) {
+	for range b.N {
+		res := runVM(b, "-scenarios roambench,backhaul -roams 20", 20*time.Minute)
+		for _, c := range res.order {
+			if !res.checks[c].OK {
+				b.Errorf("check %q failed: %s", c, res.checks[c].Detail)
+			}
+		}
+		names := make([]string, 0, len(res.metrics))
+		for n := range res.metrics {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			m := res.metrics[n]
+			b.ReportMetric(m.Value, n+"-"+m.Unit)
+		}
 	}
 }
 
