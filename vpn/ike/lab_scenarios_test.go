@@ -97,17 +97,21 @@ func TestLabRekeyCollision(t *testing.T) {
 	}
 }
 
-// TestLabLifetimeRekeys runs with short lifetimes on both sides (CHILD 20 s, IKE 60 s) so that
-// both rekey, repeatedly and sometimes at the same moment, for two IKE lifetimes.
+// TestLabLifetimeRekeys runs with short lifetimes (CHILD 20 s, IKE 60 s) for two IKE lifetimes.
+// Who rekeys first is a race when both sides have the same lifetimes (strongSwan started all 18
+// rekeys in one CI run), so the lifetimes are staggered to make both directions certain: our
+// CHILD lifetime is the shorter one (we drive every CHILD rekey, strongSwan answers), and
+// strongSwan's IKE lifetime is the shorter one (it drives every IKE rekey while our CHILD SAs
+// live on under the new IKE SA). Simultaneous rekeys are TestLabRekeyCollision's job.
 func TestLabLifetimeRekeys(t *testing.T) {
 	t.Parallel()
 	sw := lab.Conn{
 		RekeyTime: 52 * time.Second, OverTime: 8 * time.Second, RandTime: 5 * time.Second,
-		Children: []lab.Child{{Name: "tun1", LifeTime: 20 * time.Second, RekeyTime: 15 * time.Second, RandTime: 3 * time.Second}},
+		Children: []lab.Child{{Name: "tun1", LifeTime: 45 * time.Second, RekeyTime: 35 * time.Second, RandTime: 3 * time.Second}},
 	}
 	r := newLabRig(t, rigOpts{sw: sw, ours: func(c *Config) {
 		c.ChildLifetime = 20 * time.Second
-		c.IKELifetime = 60 * time.Second
+		c.IKELifetime = 120 * time.Second
 		c.RekeyMargin = 5 * time.Second
 	}})
 	if _, err := r.sw.WaitUp(r.ctx(20*time.Second), "tun1"); err != nil {
@@ -115,13 +119,11 @@ func TestLabLifetimeRekeys(t *testing.T) {
 	}
 	r.waitConverged(10 * time.Second)
 	end := time.Now().Add(125 * time.Second)
-	bad := 0
 	samples := 0
 	for time.Now().Before(end) {
 		time.Sleep(2 * time.Second)
 		samples++
 		if st := r.conn.Status(); st.Phase1 == StateDown || st.Phase2 == StateDown {
-			bad++
 			t.Errorf("tunnel down at a sample: %+v", st)
 		}
 	}
@@ -133,11 +135,12 @@ func TestLabLifetimeRekeys(t *testing.T) {
 	swIKE := strings.Count(swLog, "activating IKE_REKEY task")
 	t.Logf("in 125 s: CHILD rekeys started by us %d, by strongSwan %d; IKE rekeys by us %d, by strongSwan %d; collisions resolved by us %d; %d samples",
 		ourChild, swChild, ourIKE, swIKE, r.conn.Counters().Collisions, samples)
-	if ourChild+swChild < 6 || ourIKE+swIKE < 2 {
-		t.Errorf("too few rekeys: CHILD %d+%d, IKE %d+%d; want >= 6 and >= 2", ourChild, swChild, ourIKE, swIKE)
+	// 125 s / (20 s - 5 s margin) gives about 8 CHILD rekeys; 125 s / ~50 s gives 2 IKE rekeys.
+	if ourChild < 6 {
+		t.Errorf("CHILD rekeys started by us = %d; want >= 6 (our lifetime is the shorter one)", ourChild)
 	}
-	if ourChild == 0 || swChild == 0 {
-		t.Errorf("CHILD rekeys by us %d, by strongSwan %d; want both sides to rekey", ourChild, swChild)
+	if swIKE < 2 {
+		t.Errorf("IKE rekeys started by strongSwan = %d; want >= 2 (its lifetime is the shorter one)", swIKE)
 	}
 	if n := r.countEvents(EventChildDown) + r.countEvents(EventIKEDown) + r.countEvents(EventPeerDead); n > 0 {
 		t.Errorf("%d down/dead events during rekeys", n)
