@@ -21,11 +21,11 @@ type Secret = ike.Secret
 // The fields mirror the VPN section of the site profile (provision/profile.VPN) so that the
 // firmware's conversion is mechanical: connection_id → ConnectionID, static_routes_only →
 // StaticRoutesOnly, customer_gateway_address → CustomerGatewayAddress, bgp.customer_asn /
-// amazon_asn / hold_time_s → BGP, site_prefixes → SitePrefixes, and per tunnel
-// outside_address, inside_cidr, inside_ipv6_cidr, the PSK behind psk_ref, and options (AWS's
-// TunnelOptions, field by field, seconds → time.Duration). What the profile does not carry is
-// this side's own: RemotePrefixes (static mode), LocalAddress, Tunnel.DPDAction, devices and
-// Failover; their zero values are the defaults.
+// amazon_asn / hold_time_s → BGP, site_prefixes → SitePrefixes, remote_prefixes →
+// RemotePrefixes (static mode), and per tunnel outside_address, inside_cidr, inside_ipv6_cidr,
+// the PSK behind psk_ref, and options (AWS's TunnelOptions, field by field, seconds →
+// time.Duration). What the profile does not carry is this side's own: LocalAddress,
+// Tunnel.DPDAction, devices and Failover; their zero values are the defaults.
 //
 // Zero values take the documented defaults; Validate names the first bad field with its JSON
 // name (the file format of `meshctl vpn up`, see LoadConfig), e.g.
