@@ -167,11 +167,13 @@ wait:
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var killed int
+	var secrets map[string]string
 	err = runSite(ctx, siteOptions{ImageDir: imgDir, Manifest: m, RunDir: runDir, Prefix: prefix, Stdout: &out2, Every: 500 * time.Millisecond,
 		ReadyCheck: func(v *siteView) bool {
 			if !v.Reached(sitelab.StepVPCPing) || killed != 0 {
 				return false
 			}
+			secrets = v.dev.Secrets()
 			if !attached {
 				attached = true
 				pr, pw := io.Pipe()
@@ -209,5 +211,24 @@ wait:
 	}
 	if !strings.Contains(out2.String(), "torn down:") {
 		t.Errorf("run 2 did not report its teardown")
+	}
+	// Nothing the run shows or keeps in clear holds a secret.
+	texts := map[string]string{"output": out2.String(), "attached console": console.String()}
+	for _, name := range []string{"site.log", siteConsole, siteStatusFile} {
+		b, err := os.ReadFile(filepath.Join(runDir, name))
+		if err != nil {
+			t.Errorf("run 2's %s: %v", name, err)
+		}
+		texts[name] = string(b)
+	}
+	if len(secrets) == 0 {
+		t.Errorf("run 2 never reached the VPC ping: no secrets to scan for")
+	}
+	for where, text := range texts {
+		for what, sec := range secrets {
+			if strings.Contains(text, sec) {
+				t.Errorf("run 2's %s shows the %s", where, what)
+			}
+		}
 	}
 }

@@ -68,7 +68,10 @@ type siteOptions struct {
 	ReadyCheck func(v *siteView) bool // tests: called after each poll; true ends the run
 }
 
-func lockPath(prefix string) string { return "/run/meshctl-" + prefix + ".lock" }
+// lockDir holds the runs' locks (machine-wide, as the namespaces are).
+var lockDir = "/run"
+
+func lockPath(prefix string) string { return filepath.Join(lockDir, "meshctl-"+prefix+".lock") }
 
 // takeLock takes the machine-wide lock of prefix (held until the process exits or release).
 func takeLock(prefix string) (release func(), err error) {
@@ -434,7 +437,7 @@ func (v *siteView) header(w io.Writer) {
 	fmt.Fprintf(w, "Meshroot virtual site: router %s %s, %s running; Ctrl-C stops it and tears everything down\n",
 		m.Board, m.Version, time.Since(v.start).Round(time.Second))
 	fmt.Fprintf(w, "  console   %s   attach: meshctl site console --run-dir %s\n", filepath.Join(v.runDir, siteConsole), v.runDir)
-	if v.site != nil {
+	if v.site != nil && v.site.LAN != nil {
 		fmt.Fprintf(w, "  LAN shell ip netns exec %s bash   (curl http://%s/status, ping %s)\n", v.site.LAN.Name, sitelab.RouterLAN, sitelab.VPCHost)
 	}
 }

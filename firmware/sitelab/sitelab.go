@@ -433,6 +433,14 @@ func (s *Site) CutWAN() error { return s.Conc.CutSiteUplink() }
 // RestoreWAN ends CutWAN.
 func (s *Site) RestoreWAN() error { return s.Conc.RestoreSiteUplink() }
 
+// CutCloud takes the reference cloud off the internet (its address leaves the internet
+// namespace, so the router's connections to it are refused) while the concentrator stays
+// reachable; RestoreCloud brings it back.
+func (s *Site) CutCloud() error { return s.ISP.DelAddr("lo", CloudAddr.String()+"/32") }
+
+// RestoreCloud ends CutCloud.
+func (s *Site) RestoreCloud() error { return s.ISP.AddAddr("lo", CloudAddr.String()+"/32") }
+
 // RouterWAN returns the address the ISP's DHCP server gave the router (invalid when none).
 func (s *Site) RouterWAN() netip.Addr {
 	for _, l := range s.ISPDHCP.Leases() {

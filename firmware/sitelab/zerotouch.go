@@ -166,9 +166,12 @@ func (s *Site) ZeroTouch(ctx context.Context, vm *qemu.VM, d *Device, o ZeroTouc
 	since := func() time.Duration { return time.Since(vm.Started()) }
 	emit(StepQEMU, 0, "")
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	// The WAN lease is the router's business: watch for it on the side.
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for ctx.Err() == nil {
 			if a := s.RouterWAN(); a.IsValid() {
 				emit(StepWAN, since(), a.String())
