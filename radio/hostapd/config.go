@@ -52,6 +52,9 @@ type BSSConfig struct {
 	// Bridge is the bridge hostapd adds the BSS's interface to (bridge=), e.g. br-lan; FT key
 	// holder messages (RRB) also travel there.
 	Bridge string
+	// DisablePMKSACaching refuses PMKSA caching (disable_pmksa_caching=1): every non-FT
+	// (re)association runs the full authentication.
+	DisablePMKSACaching bool
 }
 
 // Config is a hostapd configuration for one radio, generated from the site profile.
@@ -341,6 +344,9 @@ func renderBSS(b *strings.Builder, bss BSSConfig, band chanplan.Band) {
 	}
 	if bss.Bridge != "" {
 		w("bridge=%s", bss.Bridge)
+	}
+	if bss.DisablePMKSACaching {
+		w("disable_pmksa_caching=1")
 	}
 	bss.FT.render(w)
 }

@@ -27,6 +27,7 @@ func TestRenderFT(t *testing.T) {
 	c.BSS[0].Security = SecurityWPA2
 	c.BSS[0].BeaconProtection = false
 	c.BSS[0].Bridge = "br-lan"
+	c.BSS[0].DisablePMKSACaching = true
 	c.BSS[0].FT = &FT{MobilityDomain: "A1B2", NASIdentifier: "n1.wlan0", R1KeyHolder: net.HardwareAddr{2, 0, 0, 0, 0, 0},
 		PSKGenerateLocal: true}
 	got, err := c.Render()
@@ -35,7 +36,7 @@ func TestRenderFT(t *testing.T) {
 	}
 	for _, line := range []string{
 		"wpa_key_mgmt=WPA-PSK FT-PSK", "mobility_domain=a1b2", "nas_identifier=n1.wlan0", "r1_key_holder=020000000000",
-		"ft_over_ds=0", "ft_psk_generate_local=1", "reassociation_deadline=1000", "bridge=br-lan",
+		"ft_over_ds=0", "ft_psk_generate_local=1", "reassociation_deadline=1000", "bridge=br-lan", "disable_pmksa_caching=1",
 	} {
 		if !bytes.Contains(got, []byte("\n"+line+"\n")) {
 			t.Errorf("Render() lacks %q:\n%s", line, got)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -54,8 +55,39 @@ func beaconReport(bssid net.HardwareAddr, rcpi int) string {
 	return hex.EncodeToString(b)
 }
 
+// logBuf collects the nodes' log lines (scanned for secrets).
+type logBuf struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
 func newSite(t *testing.T, cfg Config) *site {
 	t.Helper()
+	if cfg.Log == nil {
+		logs := &logBuf{}
+		cfg.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		t.Cleanup(func() {
+			if strings.Contains(logs.String(), string(siteKey)) || strings.Contains(logs.String(), hex.EncodeToString(siteKey)) {
+				t.Errorf("the site key reached a log line")
+			}
+			if !strings.Contains(logs.String(), "mesh node up") {
+				t.Errorf("no log lines captured")
+			}
+		})
+	}
 	k, err := meshproto.DeriveKey(1, siteKey)
 	if err != nil {
 		t.Fatal(err)
