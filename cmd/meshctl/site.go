@@ -188,7 +188,7 @@ func runSite(ctx context.Context, o siteOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	v.setVM(vm)
+	v.setVM(vm, vmc.LogPath)
 	fmt.Fprintf(out, "router %s %s booting in QEMU (TCG); console in %s\n", o.Manifest.Board, o.Manifest.Version, vmc.LogPath)
 	// Onboarding, as the customer does it: the app on the LAN client pairs with the router
 	// (meshctl app pair's library call), the router does the rest by itself.
@@ -224,7 +224,7 @@ func runSite(ctx context.Context, o siteOptions) (err error) {
 			if err != nil {
 				return err
 			}
-			v.setVM(nvm)
+			v.setVM(nvm, vmc.LogPath)
 			go func() {
 				_, total, err := site.WaitConnected(ctx, nvm, func(st sitelab.Step) { v.rebootStep(st) })
 				if err == nil {
@@ -274,6 +274,7 @@ type siteView struct {
 
 	mu        sync.Mutex
 	vm        *qemu.VM
+	console   string // the console log of the VM now
 	boots     int
 	steps     []sitelab.Step
 	reboot    []sitelab.Step
@@ -293,9 +294,9 @@ func newSiteView(o siteOptions, runDir string) *siteView {
 	return &siteView{o: o, runDir: runDir, start: time.Now(), printed: map[string]string{}}
 }
 
-func (v *siteView) setVM(vm *qemu.VM) {
+func (v *siteView) setVM(vm *qemu.VM, console string) {
 	v.mu.Lock()
-	v.vm = vm
+	v.vm, v.console = vm, console
 	v.boots++
 	v.mu.Unlock()
 	if v.hub != nil {
@@ -436,7 +437,13 @@ func (v *siteView) header(w io.Writer) {
 	m := v.o.Manifest
 	fmt.Fprintf(w, "Meshroot virtual site: router %s %s, %s running; Ctrl-C stops it and tears everything down\n",
 		m.Board, m.Version, time.Since(v.start).Round(time.Second))
-	fmt.Fprintf(w, "  console   %s   attach: meshctl site console --run-dir %s\n", filepath.Join(v.runDir, siteConsole), v.runDir)
+	v.mu.Lock()
+	console := v.console
+	v.mu.Unlock()
+	if console == "" {
+		console = filepath.Join(v.runDir, siteConsole)
+	}
+	fmt.Fprintf(w, "  console   %s   attach: meshctl site console --run-dir %s\n", console, v.runDir)
 	if v.site != nil && v.site.LAN != nil {
 		fmt.Fprintf(w, "  LAN shell ip netns exec %s bash   (curl http://%s/status, ping %s)\n", v.site.LAN.Name, sitelab.RouterLAN, sitelab.VPCHost)
 	}
