@@ -341,7 +341,7 @@ func TestVMSite(t *testing.T) {
 		start := time.Now()
 		var missing []string
 		lastMissing := "-"
-		for time.Since(start) < 90*time.Second {
+		for time.Since(start) < 2*time.Minute {
 			recs, err := s.Op.Logs(ctx, api.LogQuery{Site: "vm-site", Device: dev.Serial, Limit: 10000})
 			if err != nil {
 				missing = []string{err.Error()}
