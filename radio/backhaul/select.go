@@ -29,6 +29,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"meshroot/radio/steer"
 )
 
 // Media.
@@ -284,4 +286,14 @@ func (s *Selector) Decide(now time.Time, links []Link) (Choice, Reason) {
 		return s.current, ReasonNone
 	}
 	return set(cand, ReasonBetter)
+}
+
+// WirelessMbps estimates a wireless backhaul link's throughput from what nl80211 tells of the
+// peer: the rate the link last transmitted at (×0.65 for the MAC's overhead) or, when that says
+// less (a link that carried only broadcasts so far goes at the basic rate), the rate the
+// peer's signal sustains at the channel's width (steer.Throughput's table).
+func WirelessMbps(signalDBm float64, widthMHz int, txBitrate int) float64 {
+	fromRate := float64(txBitrate) / 1e6 * 0.65
+	fromSignal := steer.Throughput(signalDBm, steer.BSS{Band: steer.Band5, Width: widthMHz})
+	return max(fromRate, fromSignal)
 }

@@ -169,3 +169,14 @@ func TestPin(t *testing.T) {
 		t.Errorf("pinned link dead: %v; want wired", c)
 	}
 }
+
+func TestWirelessMbps(t *testing.T) {
+	// A link that only carried broadcasts (6 Mbit/s) is judged by its signal.
+	if got := WirelessMbps(-60, 80, 6_000_000); got < 300 {
+		t.Errorf("WirelessMbps(-60 dBm, 80 MHz, 6 Mbit/s) = %v; want the signal's estimate (> 300)", got)
+	}
+	// A fast measured rate wins over a weak signal estimate.
+	if got := WirelessMbps(-85, 80, 400_000_000); got != 260 {
+		t.Errorf("WirelessMbps(-85 dBm, 400 Mbit/s) = %v; want 260", got)
+	}
+}

@@ -58,11 +58,11 @@ func (b *bhNode) meshMbps(iface string) float64 {
 	if err != nil || len(stas) == 0 {
 		return 0
 	}
-	best := 0
+	best := 0.0
 	for _, s := range stas {
-		best = max(best, s.TxBitrate)
+		best = max(best, backhaul.WirelessMbps(float64(s.Signal), 20, s.TxBitrate))
 	}
-	return float64(best) / 1e6 * 0.65
+	return best
 }
 
 // newBHNode builds a node: namespace, cable "<name>-eth" (its other end "sw-<name>" in the

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"meshroot/radio/chanplan"
 	"meshroot/radio/hostapd"
@@ -15,7 +18,7 @@ func init() { scenarioFuncs["roambench"] = scenarioRoamBench }
 
 // roamSample is one measured roam.
 type roamSample struct {
-	btmToConnected time.Duration // BSS_TM_REQ sent → AP-STA-CONNECTED at the target
+	btmToConnected time.Duration // BSS_TM_REQ sent → the station's CTRL-EVENT-CONNECTED to the target
 	authToResp     time.Duration // first authentication frame → (re)association response (medium)
 	gap            time.Duration // longest pause of the station's 10 ms datagrams around the roam
 	ft             bool
@@ -49,6 +52,7 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 	}
 	time.Sleep(700 * time.Millisecond)
 	s.drain()
+	st.drain()
 	e.recordFrames()
 	nr := hostapd.NeighborReport{BSSID: s.bss[target], OpClass: oc, Channel: 36, PHYType: hostapd.PHYTypeVHT,
 		BSSIDInfo: hostapd.BSSIDInfoReachable | hostapd.BSSIDInfoSecurity | hostapd.BSSIDInfoKeyScope | hostapd.BSSIDInfoHT | hostapd.BSSIDInfoVHT}
@@ -60,8 +64,9 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 		DisassocImminent: true, ValidityInterval: 100}); err != nil {
 		return roamSample{}, err
 	}
-	t1, err := s.waitEvent(ctx, target, hostapd.EventSTAConnected, st.mac, 10*time.Second)
+	t1, err := st.waitConnectedEvent(ctx, s.bss[target], 10*time.Second)
 	if err != nil {
+		s.diagFT(cur, target, st)
 		return roamSample{}, err
 	}
 	time.Sleep(time.Second)
@@ -80,26 +85,55 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 						data = append(data, fmt.Sprintf("%s→%s ack=%v", rel(f.At), f.Rx, f.Acked))
 					}
 				}
-				e.rep.note("roam timeline (from BTM): auth %s, reassoc resp %s, connected event %s; datagrams: last before %s, first after %s; station data frames: %v",
-					rel(r.auth), rel(r.reassocResp), rel(t1), rel(before), rel(after), data)
+				var apData []string
+				for _, f := range frames {
+					if f.Info.Type == medium.TypeData && f.Rx == phy(st.radio) && len(apData) < 12 && f.At.After(r.auth) {
+						apData = append(apData, fmt.Sprintf("%s %s→ ack=%v", rel(f.At), f.Tx, f.Acked))
+					}
+				}
+				neigh := ""
+				if l, err := st.h.LinkByName(wlan(st.radio)); err == nil {
+					ns, _ := st.h.NeighList(l.Attrs().Index, 2)
+					for _, n := range ns {
+						neigh += fmt.Sprintf("%s state %#x; ", n.IP, n.State)
+					}
+				}
+				e.rep.note("roam timeline (from BTM): auth %s, reassoc resp %s, connected event %s; datagrams: last before %s, first after %s; station data frames: %v; AP data frames to it: %v; neighbours now: %s",
+					rel(r.auth), rel(r.reassocResp), rel(t1), rel(before), rel(after), data, apData, neigh)
 			}
 		}
 	}
 	return smp, nil
 }
 
-// roamSeries measures n roams back and forth between A and B.
-func roamSeries(ctx context.Context, e *env, s *roamSite, st *station, n int, label string) ([]roamSample, error) {
+// roamSeries measures n roams back and forth between A and B. A roam that does not reach its
+// target (the station went elsewhere, or gave up) counts as failed; more than a fifth failed
+// ends the series with an error.
+func roamSeries(ctx context.Context, e *env, s *roamSite, st *station, n int, label string) ([]roamSample, int, error) {
 	var out []roamSample
+	failed := 0
 	for i := 0; i < n; i++ {
 		smp, err := roamOnce(ctx, e, s, st)
 		if err != nil {
-			return out, fmt.Errorf("%s roam %d: %w", label, i+1, err)
+			failed++
+			e.rep.note("%s roam %d failed: %v", label, i+1, err)
+			if failed*5 > n {
+				return out, failed, fmt.Errorf("%s: %d of %d roams failed, last: %w", label, failed, i+1, err)
+			}
+			if _, werr := st.wpas.waitConnected(ctx, 20*time.Second, ""); werr != nil {
+				return out, failed, werr
+			}
+			if s.apIndex(st.bssid(ctx)) > 1 {
+				if err := forceTo(ctx, s, st, 0); err != nil {
+					return out, failed, err
+				}
+			}
+			continue
 		}
 		out = append(out, smp)
 		time.Sleep(500 * time.Millisecond)
 	}
-	return out, nil
+	return out, failed, nil
 }
 
 func (e *env) reportSeries(label string, smp []roamSample) {
@@ -124,9 +158,62 @@ func (e *env) reportSeries(label string, smp []roamSample) {
 	e.rep.metric(label+"-roams", float64(len(smp)), "roams")
 }
 
+// series is one set of roams of the benchmark.
+type series struct {
+	label     string
+	ft, sae   bool
+	staticARP bool
+	n         int
+}
+
+// reconfigure switches the APs and the station to a security setup.
+func reconfigure(ctx context.Context, s *roamSite, st *station, ft, sae bool) error {
+	if s.useFT == ft && s.sae == sae {
+		return nil
+	}
+	s.stopAPs()
+	s.useFT, s.sae = ft, sae
+	if err := s.startAPs(ctx); err != nil {
+		return err
+	}
+	if err := s.restartSupplicant(ctx, st); err != nil {
+		return err
+	}
+	if _, err := st.wpas.waitConnected(ctx, 60*time.Second, ""); err != nil {
+		return err
+	}
+	return forceTo(ctx, s, st, 0)
+}
+
+// staticARP pins (or unpins) the station's neighbour entry of the LAN host, so that the data
+// gap measures the radio path and not the ARP resolution a roam's carrier change causes.
+func staticARP(s *roamSite, st *station, on bool) error {
+	lh, err := handleIn(s.lanNS)
+	if err != nil {
+		return err
+	}
+	defer lh.Close()
+	hl, err := lh.LinkByName("lanhost")
+	if err != nil {
+		return err
+	}
+	l, err := st.h.LinkByName(wlan(st.radio))
+	if err != nil {
+		return err
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: net.ParseIP(lanIP), HardwareAddr: hl.Attrs().HardwareAddr,
+		State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}
+	if on {
+		return st.h.NeighSet(n)
+	}
+	return st.h.NeighDel(n)
+}
+
 // scenarioRoamBench measures roams (BSS transition request to reassociated, the authentication
-// to reassociation response exchange on the medium, and the data gap) with FT and without, the
-// station standing where nodes A and B are heard equally.
+// to reassociation response exchange on the medium, and the data gap) with FT and without, for
+// WPA2-PSK and WPA3-SAE (PMKSA caching off: every non-FT roam runs SAE), the station standing
+// where nodes A and B are heard equally; and a few FT roams with the station's ARP entry left
+// to the kernel (a roam's carrier change flushes it).
 func scenarioRoamBench(ctx context.Context, e *env, n int) error {
 	s, err := e.site(ctx)
 	if err != nil {
@@ -135,55 +222,47 @@ func scenarioRoamBench(ctx context.Context, e *env, n int) error {
 	s.stopMesh() // the harness sends the requests itself
 	st := s.stations[radioSTA1]
 	e.space.Place(phy(st.radio), medium.Pos{X: 7.5, Y: 1})
-	t := time.Now()
-	// Idle: the data path's own pauses (timer slack under TCG).
 	time.Sleep(5 * time.Second)
 	var idle []time.Duration
 	for i := 5; i > 0; i-- {
 		idle = append(idle, s.arr.gap(time.Now().Add(-time.Duration(i)*time.Second), time.Now().Add(-time.Duration(i-1)*time.Second)))
 	}
 	e.rep.metric("idle-data-gap-max", float64(percentile(idle, 1).Microseconds())/1000, "ms")
-	if s.apIndex(st.bssid(ctx)) > 1 {
-		// From C (after other scenarios): first over to A.
-		if err := forceTo(ctx, s, st, 0); err != nil {
+	if err := forceTo(ctx, s, st, 0); err != nil {
+		return err
+	}
+	results := map[string][]roamSample{}
+	for _, sr := range []series{
+		{"ft-psk", true, false, true, n}, {"psk", false, false, true, n},
+		{"ft-sae", true, true, true, n}, {"sae", false, true, true, n},
+		{"ft-psk-dynamic-arp", true, false, false, 5},
+	} {
+		t := time.Now()
+		err := reconfigure(ctx, s, st, sr.ft, sr.sae)
+		if err == nil {
+			err = staticARP(s, st, sr.staticARP)
+		}
+		var smp []roamSample
+		failed := 0
+		if err == nil {
+			smp, failed, err = roamSeries(ctx, e, s, st, sr.n, sr.label)
+		}
+		e.rep.report(fmt.Sprintf("%d roams %s", sr.n, sr.label), t, err, fmt.Sprintf("%d failed; %s", failed, summary(smp)))
+		if err != nil {
 			return err
 		}
+		e.reportSeries(sr.label, smp)
+		e.rep.metric(sr.label+"-roams-failed", float64(failed), "roams")
+		results[sr.label] = smp
 	}
-	ftS, err := roamSeries(ctx, e, s, st, n, "ft")
-	e.rep.report(fmt.Sprintf("%d FT roams", n), t, err, summary(ftS))
-	if err != nil {
-		return err
+	p95 := func(label string, field int) float64 {
+		return float64(percentile(durations(results[label], field), 0.95))
 	}
-	e.reportSeries("ft", ftS)
-
-	// Without FT: the APs and the station again with WPA-PSK only.
-	t = time.Now()
-	s.stopAPs()
-	s.useFT = false
-	if err := s.startAPs(ctx); err != nil {
-		return err
+	for _, pair := range [][2]string{{"ft-psk", "psk"}, {"ft-sae", "sae"}} {
+		e.rep.metric(fmt.Sprintf("auth-to-reassoc-resp-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 1)/p95(pair[1], 1), "ratio")
+		e.rep.metric(fmt.Sprintf("btm-to-reassociated-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 0)/p95(pair[1], 0), "ratio")
+		e.rep.metric(fmt.Sprintf("data-gap-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 2)/p95(pair[1], 2), "ratio")
 	}
-	if err := s.restartSupplicant(ctx, st, true, false); err != nil {
-		return err
-	}
-	m, err := st.wpas.waitConnected(ctx, 60*time.Second, "")
-	if err == nil && m["key_mgmt"] != "WPA2-PSK" && m["key_mgmt"] != "WPA-PSK" {
-		err = fmt.Errorf("key_mgmt %s; want WPA2-PSK", m["key_mgmt"])
-	}
-	if err == nil && s.apIndex(m["bssid"]) > 1 {
-		err = forceTo(ctx, s, st, 0)
-	}
-	var plain []roamSample
-	if err == nil {
-		plain, err = roamSeries(ctx, e, s, st, n, "non-ft")
-	}
-	e.rep.report(fmt.Sprintf("%d roams without FT", n), t, err, summary(plain))
-	if err != nil {
-		return err
-	}
-	e.reportSeries("non-ft", plain)
-	e.rep.metric("btm-to-reassociated-p95-ft/non-ft", float64(percentile(durations(ftS, 0), 0.95))/float64(percentile(durations(plain, 0), 0.95)), "ratio")
-	e.rep.metric("data-gap-p95-ft/non-ft", float64(percentile(durations(ftS, 2), 0.95))/float64(percentile(durations(plain, 2), 0.95)), "ratio")
 	return nil
 }
 
@@ -225,10 +304,21 @@ func forceTo(ctx context.Context, s *roamSite, st *station, i int) error {
 	if err := s.aps[cur].BSSTMReq(ctx, hostapd.BSSTMRequest{Addr: st.mac, Candidates: []hostapd.NeighborReport{nr}, DisassocImminent: true, ValidityInterval: 100}); err != nil {
 		return err
 	}
-	return poll(ctx, 15*time.Second, func() error {
+	err := poll(ctx, 15*time.Second, func() error {
 		if s.apIndex(st.bssid(ctx)) != i {
 			return fmt.Errorf("station on %s", nodeName(s, st.bssid(ctx)))
 		}
 		return nil
 	})
+	if err != nil {
+		s.diagFT(cur, i, st)
+	}
+	return err
+}
+
+// diagFT notes the FT exchanges of a failed roam from cur to target.
+func (s *roamSite) diagFT(cur, target int, st *station) {
+	s.e.rep.note("hostapd %s: %s", nodeNames[target], s.hapd[target].grep("FT|RRB|R0KH|R1KH|SAE|auth", 30))
+	s.e.rep.note("hostapd %s: %s", nodeNames[cur], s.hapd[cur].grep("FT|RRB|R0KH|R1KH|push", 20))
+	s.e.rep.note("wpa_supplicant: %s", st.wpas.d.grep("FT|SAE|WNM|Trying|CTRL-EVENT", 30))
 }

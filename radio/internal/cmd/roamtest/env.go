@@ -181,7 +181,7 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	e.start = time.Now()
 	e.med, err = medium.New(k, medium.Config{Model: e.space, Seed: 1, Tap: e.tap,
-		TapRadios: []string{phy(radioSTA1), phy(radioSTA2)},
+		TapRadios: []string{phy(radioSTA1), phy(radioSTA2), phy(radioA), phy(radioB), phy(radioC)},
 		Log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return err

@@ -23,9 +23,10 @@ import (
 )
 
 const (
-	testSSID   = "meshroot-roam"
-	testPSK    = "roaming-passphrase"
-	bridgeName = "br-roam"
+	testSSID = "meshroot-roam"
+	testPSK  = "roaming-passphrase"
+	// switchName is the LAN switch joining the nodes' own bridges and the LAN host.
+	switchName = "br-roam"
 	lanIP      = "10.77.0.1"
 	probePort  = 9999
 )
@@ -43,6 +44,9 @@ var (
 type roamSite struct {
 	e     *env
 	useFT bool
+	// sae switches the site to WPA3 (SAE, FT-SAE with key holders from the mesh key), with
+	// PMKSA caching off so that every non-FT roam runs SAE.
+	sae   bool
 	bss   [3]net.HardwareAddr
 	aps   [3]*hostapd.Client // the harness's own clients (checks, events)
 	hapd  [3]*daemon
@@ -84,13 +88,24 @@ func (l *lineLog) grep(s string) []string {
 	return out
 }
 
-func apConfig(iface string, all []ft.BSS, useFT bool) (hostapd.Config, error) {
+// siteMeshKey is the VM site's mesh secret (FT-SAE key holders derive from it).
+var siteMeshKey = []byte("the vm site's mesh key, 32 bytes")
+
+// nodeBridge is the node's own LAN bridge ("br-wlan0" for the AP on wlan0): as on separate
+// routers, FT's key holder messages (RRB) between the nodes' hostapd go over the LAN.
+func nodeBridge(iface string) string { return "br-" + iface }
+
+func apConfig(iface string, all []ft.BSS, useFT, sae bool) (hostapd.Config, error) {
 	spec, err := chanplan.NewSpec(5180, 20, 0)
 	if err != nil {
 		return hostapd.Config{}, err
 	}
-	b := hostapd.BSSConfig{SSID: testSSID, Security: hostapd.SecurityWPA2, Passphrase: testPSK,
-		RRMNeighborReport: true, RRMBeaconReport: true, BSSTransition: true, Bridge: bridgeName}
+	sec := hostapd.SecurityWPA2
+	if sae {
+		sec = hostapd.SecurityWPA3
+	}
+	b := hostapd.BSSConfig{SSID: testSSID, Security: sec, Passphrase: testPSK, DisablePMKSACaching: sae,
+		RRMNeighborReport: true, RRMBeaconReport: true, BSSTransition: true, Bridge: nodeBridge(iface)}
 	if useFT {
 		var self ft.BSS
 		for _, x := range all {
@@ -98,7 +113,7 @@ func apConfig(iface string, all []ft.BSS, useFT bool) (hostapd.Config, error) {
 				self = x
 			}
 		}
-		b.FT, err = ft.Config(ft.Site{ID: "vm-site", SSID: testSSID, Security: hostapd.SecurityWPA2}, self, all)
+		b.FT, err = ft.Config(ft.Site{ID: "vm-site", SSID: testSSID, Security: sec, MeshKey: siteMeshKey}, self, all)
 		if err != nil {
 			return hostapd.Config{}, err
 		}
@@ -113,16 +128,42 @@ func setupRoamSite(ctx context.Context, e *env, useFT bool, steering steer.Confi
 		e.space.Place(phy(apRadios[i]), medium.Pos{X: x})
 	}
 	e.space.WallsX, e.space.WallDB = wallsX, 10
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName}}
-	if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("bridge: %w", err)
+	// The LAN: a switch with the LAN host and one cable to each node's own bridge.
+	for _, name := range append([]string{switchName}, nodeBridge(wlan(radioA)), nodeBridge(wlan(radioB)), nodeBridge(wlan(radioC))) {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("bridge %s: %w", name, err)
+		}
+		e.defer_(func() { _ = netlink.LinkDel(br) })
+		if err := setupLink(nil, name, ""); err != nil {
+			return nil, err
+		}
 	}
-	e.defer_(func() { _ = netlink.LinkDel(br) })
-	if err := setupLink(nil, bridgeName, ""); err != nil {
-		return nil, err
+	for _, r := range apRadios {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up-" + wlan(r)}, PeerName: "sw-" + wlan(r)}
+		if err := netlink.LinkAdd(v); err != nil {
+			return nil, fmt.Errorf("veth: %w", err)
+		}
+		e.defer_(func() { _ = netlink.LinkDel(v) })
+		for _, end := range [][2]string{{"up-" + wlan(r), nodeBridge(wlan(r))}, {"sw-" + wlan(r), switchName}} {
+			l, err := netlink.LinkByName(end[0])
+			if err != nil {
+				return nil, err
+			}
+			br, err := netlink.LinkByName(end[1])
+			if err != nil {
+				return nil, err
+			}
+			if err := netlink.LinkSetMaster(l, br); err != nil {
+				return nil, err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var err error
-	if s.lanNS, err = lanHost(e, bridgeName, lanIP+"/24"); err != nil {
+	if s.lanNS, err = lanHost(e, switchName, lanIP+"/24"); err != nil {
 		return nil, err
 	}
 	if s.arr, err = listenArrivals(s.lanNS, fmt.Sprintf("%s:%d", lanIP, probePort)); err != nil {
@@ -132,7 +173,7 @@ func setupRoamSite(ctx context.Context, e *env, useFT bool, steering steer.Confi
 	if err := s.startAPs(ctx); err != nil {
 		return nil, err
 	}
-	if s.key, err = meshproto.DeriveKey(1, []byte("the vm site's mesh key, 32 bytes")); err != nil {
+	if s.key, err = meshproto.DeriveKey(1, siteMeshKey); err != nil {
 		return nil, err
 	}
 	for i := range nodeNames {
@@ -166,7 +207,7 @@ func (s *roamSite) startAPs(ctx context.Context) error {
 		all = append(all, ft.BSS{Node: nodeNames[i], Iface: wlan(r), BSSID: l.HardwareAddr})
 	}
 	for i, r := range apRadios {
-		cfg, err := apConfig(wlan(r), all, s.useFT)
+		cfg, err := apConfig(wlan(r), all, s.useFT, s.sae)
 		if err != nil {
 			return err
 		}
@@ -291,6 +332,7 @@ func (s *roamSite) apIndex(bssid string) int {
 // station is a wpa_supplicant station in its own namespace.
 type station struct {
 	radio int
+	btm   bool
 	ns    int
 	h     *netlink.Handle
 	wpas  *supplicant
@@ -300,7 +342,7 @@ type station struct {
 
 // addStation starts a station on radio (moved into a new namespace) with wpa_supplicant; btm
 // false sets disable_btm (no 802.11v).
-func (s *roamSite) addStation(ctx context.Context, radio int, ip string, btm, useFT bool) (*station, error) {
+func (s *roamSite) addStation(ctx context.Context, radio int, ip string, btm bool) (*station, error) {
 	ns, err := newNS()
 	if err != nil {
 		return nil, err
@@ -320,7 +362,7 @@ func (s *roamSite) addStation(ctx context.Context, radio int, ip string, btm, us
 		return nil, err
 	}
 	st := &station{radio: radio, ns: ns, h: h, mac: l.Attrs().HardwareAddr, ip: ip}
-	if err := s.startSupplicant(ctx, st, btm, useFT); err != nil {
+	if err := s.startSupplicant(ctx, st, btm); err != nil {
 		return nil, err
 	}
 	a, err := netlink.ParseAddr(ip + "/24")
@@ -334,21 +376,26 @@ func (s *roamSite) addStation(ctx context.Context, radio int, ip string, btm, us
 	return st, nil
 }
 
-func (s *roamSite) startSupplicant(ctx context.Context, st *station, btm, useFT bool) error {
-	km := "WPA-PSK"
-	if useFT {
+func (s *roamSite) startSupplicant(ctx context.Context, st *station, btm bool) error {
+	km, pmf := "WPA-PSK", ""
+	switch {
+	case s.sae && s.useFT:
+		km, pmf = "FT-SAE SAE", "\tieee80211w=2\n"
+	case s.sae:
+		km, pmf = "SAE", "\tieee80211w=2\n"
+	case s.useFT:
 		km = "FT-PSK WPA-PSK"
 	}
 	conf := "ctrl_interface=/var/run/wpa_supplicant\n"
 	if !btm {
 		conf += "disable_btm=1\n"
 	}
-	conf += fmt.Sprintf("network={\n\tssid=\"%s\"\n\tkey_mgmt=%s\n\tpsk=\"%s\"\n\tscan_freq=5180\n}\n", testSSID, km, testPSK)
+	conf += fmt.Sprintf("network={\n\tssid=\"%s\"\n\tkey_mgmt=%s\n\tpsk=\"%s\"\n%s\tscan_freq=5180\n}\n", testSSID, km, testPSK, pmf)
 	w, err := s.e.startSupplicant(ctx, wlan(st.radio), st.ns, conf)
 	if err != nil {
 		return err
 	}
-	st.wpas = w
+	st.wpas, st.btm = w, btm
 	s.e.defer_(func() {
 		if st.wpas == w {
 			w.stop()
@@ -357,11 +404,11 @@ func (s *roamSite) startSupplicant(ctx context.Context, st *station, btm, useFT 
 	return nil
 }
 
-// restartSupplicant replaces a station's wpa_supplicant (another key management).
-func (s *roamSite) restartSupplicant(ctx context.Context, st *station, btm, useFT bool) error {
+// restartSupplicant replaces a station's wpa_supplicant (after the site's security changed).
+func (s *roamSite) restartSupplicant(ctx context.Context, st *station) error {
 	st.wpas.stop()
 	st.wpas = nil
-	return s.startSupplicant(ctx, st, btm, useFT)
+	return s.startSupplicant(ctx, st, st.btm)
 }
 
 // bssid returns the station's current BSSID ("" when not associated).
@@ -390,18 +437,31 @@ func (s *roamSite) drain() {
 	}
 }
 
-// waitEvent waits for event name about addr on AP i.
-func (s *roamSite) waitEvent(ctx context.Context, i int, name string, addr net.HardwareAddr, timeout time.Duration) (time.Time, error) {
+// drain empties the station's wpa_supplicant event queue.
+func (st *station) drain() {
+	for {
+		select {
+		case <-st.wpas.ctrl.Events():
+			continue
+		default:
+		}
+		return
+	}
+}
+
+// waitConnectedEvent waits for wpa_supplicant's CTRL-EVENT-CONNECTED to bssid (keys in place,
+// the port open) and returns when it arrived.
+func (st *station) waitConnectedEvent(ctx context.Context, bssid net.HardwareAddr, timeout time.Duration) (time.Time, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		select {
-		case ev := <-s.aps[i].Events():
-			if ev.Name == name && (addr == nil || ev.Addr.String() == addr.String()) {
+		case ev := <-st.wpas.ctrl.Events():
+			if ev.Name == "CTRL-EVENT-CONNECTED" && strings.Contains(ev.Text, "Connection to "+bssid.String()) {
 				return time.Now(), nil
 			}
 		case <-t.C:
-			return time.Time{}, fmt.Errorf("no %s from %s within %v", name, nodeNames[i], timeout)
+			return time.Time{}, fmt.Errorf("no CTRL-EVENT-CONNECTED to %s within %v", bssid, timeout)
 		case <-ctx.Done():
 			return time.Time{}, ctx.Err()
 		}
