@@ -63,6 +63,24 @@ func TestChildRekeyLateCollision(t *testing.T) {
 			p.net.run(50*time.Millisecond, nil)
 			p.net.release()
 			p.checkConverged(2 * time.Minute)
+			// B saw A's request while its own was held and then A's DELETE of the old SA: B
+			// counts the collision, and the event of the rekey (what the tunnel's activity log
+			// reports) says Established, not Rekeying (it once stuck at Rekeying).
+			if got := p.b.c.Counters().Collisions; got != 1 {
+				t.Errorf("B: Collisions = %d; want 1", got)
+			}
+			if !p.b.waitEvent(EventChildRekeyed) {
+				t.Fatalf("B: no %s event", EventChildRekeyed)
+			}
+			var last Event
+			for _, ev := range p.b.events() {
+				if ev.Type == EventChildRekeyed {
+					last = ev
+				}
+			}
+			if last.Phase2 != StateEstablished {
+				t.Errorf("B: %s event Phase2 = %s; want %s", EventChildRekeyed, last.Phase2, StateEstablished)
+			}
 		})
 	}
 }

@@ -90,7 +90,11 @@ func (c *Conn) peerDeletesChild(sa *ikeSA, spi uint32) (uint32, bool) {
 		c.removeChild(ch, false, "rekeyed", true)
 	case childRekeying:
 		if p := ch.peerRekey; p != nil {
-			// the peer won the collision and deletes the old SA: its SA survives
+			// the peer won the collision and deletes the old SA: its SA survives. The old SA
+			// counts as rekeyed from here, so the event promote emits (and AWS's
+			// ike_phase2_state in it) says Established, not Rekeying.
+			c.counters.Collisions++
+			ch.state = childRekeyed
 			ch.successor = p
 			ch.peerRekey = nil
 			c.promote(ch, p)
@@ -118,6 +122,7 @@ func (c *Conn) ikeDeletedByPeer(sa *ikeSA) {
 	if p := sa.peerRekey; p != nil && p.state == saEstablished {
 		// the peer won an IKE rekey collision and deletes the old SA before our response came
 		sa.logger().Info("peer deleted the IKE_SA it rekeyed in a collision; adopting its new IKE_SA")
+		c.counters.Collisions++
 		sa.peerRekey = nil
 		c.adoptIKE(sa, p)
 		sa.destroy()

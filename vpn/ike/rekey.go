@@ -100,6 +100,11 @@ func (c *Conn) childRekeyResponse(sa *ikeSA, old, nc *childSA, dh dhKey, group u
 		c.dropChild(nc)
 		switch n.NotifyType {
 		case NotifyTemporaryFailure:
+			if old.state == childDeleted {
+				// the peer's own rekey of old won a collision and it deleted old already
+				sa.logger().Info("peer answered our CHILD_SA rekey with TEMPORARY_FAILURE; its own rekey of the SA won", "spi_in", fmt.Sprintf("%08x", old.spiIn))
+				return
+			}
 			c.unrekey(old)
 			d := c.retryLater()
 			sa.logger().Info("peer answered CHILD_SA rekey with TEMPORARY_FAILURE, retrying later", "in", d.Round(time.Second))
