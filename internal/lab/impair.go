@@ -19,6 +19,10 @@ type Impairment struct {
 	// LossPercent drops this share of packets (0-100, resolution 0.01) in each direction
 	// through the interface: incoming (ingress) and outgoing (egress) independently.
 	LossPercent float64
+	// IKEOnly limits the loss to IKE messages: UDP to port 500, and UDP to port 4500 that starts
+	// with the non-ESP marker (RFC 3948). ESP and NAT keepalives pass. Holding IKE while ESP
+	// flows is how a test makes two rekey requests cross on the wire deterministically.
+	IKEOnly bool
 }
 
 // ImpairStats counts packets through an impaired interface since Impair.
@@ -73,14 +77,21 @@ func (ns *NS) Impair(dev string, imp Impairment) error {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Counter{}}})
 		th := make([]byte, 4)
 		binary.BigEndian.PutUint32(th, threshold)
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		drop := []expr.Any{
 			&expr.Numgen{Register: 1, Modulus: lossModulus, Type: unix.NFT_NG_RANDOM},
 			// numgen writes host byte order; cmp lt compares bytes: convert to big endian.
 			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 			&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: th},
 			&expr.Counter{},
 			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
+		}
+		if !imp.IKEOnly {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: drop})
+			continue
+		}
+		for _, match := range ikeMatches() {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(match, drop...)})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("lab: %s: impair %s (loss %.2f%%): nftables: %w", ns.Name, dev, imp.LossPercent, err)
@@ -104,8 +115,8 @@ func (ns *NS) ImpairStats(dev string) (ImpairStats, error) {
 		if err != nil {
 			return ImpairStats{}, fmt.Errorf("lab: %s: impair stats %s: %w", ns.Name, dev, err)
 		}
-		if len(rules) != 2 {
-			return ImpairStats{}, fmt.Errorf("lab: %s: impair stats %s: chain %s has %d rules; want 2", ns.Name, dev, h.name, len(rules))
+		if len(rules) < 2 {
+			return ImpairStats{}, fmt.Errorf("lab: %s: impair stats %s: chain %s has %d rules; want a counter and drop rules", ns.Name, dev, h.name, len(rules))
 		}
 		for i, r := range rules {
 			for _, e := range r.Exprs {
@@ -113,11 +124,31 @@ func (ns *NS) ImpairStats(dev string) (ImpairStats, error) {
 					if i == 0 {
 						*h.seen = ctr.Packets
 					} else {
-						*h.dropped = ctr.Packets
+						*h.dropped += ctr.Packets
 					}
 				}
 			}
 		}
 	}
 	return s, nil
+}
+
+// ikeMatches are the expressions selecting IKE messages, one list per rule: UDP to port 500;
+// UDP to port 4500 whose first four payload bytes are zero (the non-ESP marker).
+func ikeMatches() [][]expr.Any {
+	udp := func(port uint16) []expr.Any {
+		p := make([]byte, 2)
+		binary.BigEndian.PutUint16(p, port)
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p},
+		}
+	}
+	marker := append(udp(4500),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 8, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	)
+	return [][]expr.Any{udp(500), marker}
 }

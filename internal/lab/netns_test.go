@@ -374,3 +374,79 @@ func TestLabDoTUN(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLabImpairIKEOnly: with IKEOnly, UDP to 500 and marker-prefixed UDP to 4500 are dropped;
+// ESP-in-UDP (a non-zero SPI first), NAT keepalives and other ports pass.
+func TestLabImpairIKEOnly(t *testing.T) {
+	testenv.Integration(t)
+	l := New(t)
+	a, err := l.NewNS("ike-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.NewNS("ike-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Veth(a, "out0", b, "out0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddAddr("out0", "192.0.2.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddAddr("out0", "192.0.2.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Impair("out0", Impairment{LossPercent: 100, IKEOnly: true}); err != nil {
+		t.Fatalf("Impair(IKEOnly) = %v", err)
+	}
+	// arrives sends payload from a to b's port and reports whether it got there.
+	arrives := func(port int, payload []byte) bool {
+		var rx net.PacketConn
+		if err := b.Do(func() error {
+			var err error
+			rx, err = net.ListenPacket("udp", fmt.Sprintf("192.0.2.2:%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer rx.Close()
+		if err := a.Do(func() error {
+			c, err := net.Dial("udp", rx.LocalAddr().String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(payload)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_ = rx.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, _, err := rx.ReadFrom(make([]byte, 64))
+		return err == nil
+	}
+	for _, c := range []struct {
+		name    string
+		port    int
+		payload []byte
+		want    bool
+	}{
+		{"IKE on 500", 500, []byte{1, 2, 3, 4, 5, 6, 7, 8}, false},
+		{"IKE on 4500 (non-ESP marker)", 4500, []byte{0, 0, 0, 0, 1, 2, 3, 4}, false},
+		{"ESP on 4500", 4500, []byte{0xc0, 0xff, 0xee, 0x01, 0, 0, 0, 1}, true},
+		{"NAT keepalive", 4500, []byte{0xff}, true},
+		{"other port", 4501, []byte{0, 0, 0, 0, 1}, true},
+	} {
+		if got := arrives(c.port, c.payload); got != c.want {
+			t.Errorf("%s: arrived = %v; want %v", c.name, got, c.want)
+		}
+	}
+	st, err := a.ImpairStats("out0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.OutDropped != 2 {
+		t.Errorf("ImpairStats().OutDropped = %d; want 2", st.OutDropped)
+	}
+}
