@@ -82,9 +82,12 @@ func TestLabRekeySoak(t *testing.T) {
 	}
 }
 
-// TestLabRekeyCollision forces simultaneous rekeys: strongSwan and we start a CHILD (or IKE)
-// rekey at the same moment, a few milliseconds apart, until both sides have seen collisions;
-// a ping every 50 ms between the LAN hosts meanwhile loses nothing.
+// TestLabRekeyCollision forces simultaneous rekeys deterministically: with IKE messages held on
+// the outside link (ESP keeps flowing), strongSwan and we both start a CHILD (or IKE) rekey, so
+// each request leaves before the other side's arrives; releasing the hold lets the
+// retransmissions cross (RFC 7296 §2.8.1). Racing the two starts by timing alone missed under
+// load (CI saw no CHILD collision in 24 tries). A ping every 50 ms between the LAN hosts
+// meanwhile loses nothing.
 func TestLabRekeyCollision(t *testing.T) {
 	r := newLabRig(t, labOpts{})
 	r.waitUp()
@@ -93,51 +96,52 @@ func TestLabRekeyCollision(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPing(t, r.p.AHost, a.BHost4, 100000, 50*time.Millisecond)
-	offsets := []time.Duration{0, 2 * time.Millisecond, time.Millisecond, 4 * time.Millisecond, 3 * time.Millisecond, 6 * time.Millisecond}
-	var childColl, ikeColl int
-	for attempt := 0; attempt < 24 && (childColl == 0 || ikeColl == 0); attempt++ {
+	hold := func(on bool) {
+		t.Helper()
+		imp := lab.Impairment{}
+		if on {
+			imp = lab.Impairment{LossPercent: 100, IKEOnly: true}
+		}
+		if err := r.p.A.Impair("out0", imp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Which side notices a collision depends on which retransmission arrives first: the side
+	// whose request is answered before the other's request arrives finishes normally (and may
+	// answer TEMPORARY_FAILURE), only the other side sees the collision. So a crossing counts
+	// when either side detected it: our counter or a "collision" line in charon's log.
+	swCollisions := func() int { return strings.Count(r.sw.Log(), "collision") }
+	collisions := map[string]int{}
+	for _, kind := range []string{"CHILD", "IKE", "CHILD", "IKE"} {
 		r.waitFor(20*time.Second, "both sides settled on one CHILD SA", r.settled)
-		isIKE := attempt%2 == 1
-		before := r.tun.Status().IKECounters.Collisions
-		off := offsets[(attempt/2)%len(offsets)]
-		swErr := make(chan error, 1)
-		go func() {
-			if isIKE {
-				swErr <- r.sw.RekeyIKE(r.ctx(5*time.Second), "tun1", false)
-			} else {
-				swErr <- r.sw.RekeyChild(r.ctx(5*time.Second), "tun1")
-			}
-		}()
-		time.Sleep(off)
-		var err error
-		if isIKE {
-			err = r.tun.RekeyIKE()
+		before, swBefore := r.tun.Status().IKECounters.Collisions, swCollisions()
+		hold(true)
+		var swErr, ourErr error
+		if kind == "IKE" {
+			swErr = r.sw.RekeyIKE(r.ctx(5*time.Second), "tun1", false)
+			ourErr = r.tun.RekeyIKE()
 		} else {
-			err = r.tun.RekeyChild()
+			swErr = r.sw.RekeyChild(r.ctx(5*time.Second), "tun1")
+			ourErr = r.tun.RekeyChild()
 		}
-		if err != nil {
-			t.Logf("attempt %d: our rekey: %v", attempt, err)
+		if swErr != nil || ourErr != nil {
+			hold(false)
+			t.Fatalf("%s rekey with IKE held: strongSwan %v, ours %v; want both started", kind, swErr, ourErr)
 		}
-		if err := <-swErr; err != nil {
-			// E.g. "no matching SAs to rekey found": our rekey replaced the SA first.
-			t.Logf("attempt %d: strongSwan rekey: %v", attempt, err)
+		time.Sleep(300 * time.Millisecond) // both requests are on the wire and dropped
+		hold(false)
+		r.waitFor(30*time.Second, "both sides settled after the crossing rekeys", r.settled)
+		ours, theirs := r.tun.Status().IKECounters.Collisions-before, swCollisions()-swBefore
+		if ours > 0 || theirs > 0 {
+			collisions[kind]++
 		}
-		time.Sleep(time.Second)
-		r.waitFor(20*time.Second, "both sides settled after the rekey", r.settled)
-		if got := r.tun.Status().IKECounters.Collisions; got > before {
-			if isIKE {
-				ikeColl++
-			} else {
-				childColl++
-			}
-			t.Logf("attempt %d (%s rekey, offset %v): collision resolved", attempt, map[bool]string{true: "IKE", false: "CHILD"}[isIKE], off)
-		}
+		t.Logf("%s rekeys crossed: collisions detected by us %d, strongSwan log lines %d", kind, ours, theirs)
 	}
 	p.cmd.Process.Signal(os.Interrupt)
 	sent, received := p.wait(t, 10*time.Second)
-	t.Logf("%d pings, %d answered; CHILD collisions %d, IKE collisions %d", sent, received, childColl, ikeColl)
-	if childColl == 0 || ikeColl == 0 {
-		t.Errorf("collisions seen: CHILD %d, IKE %d; want both kinds (the test did not manage to make rekeys cross)", childColl, ikeColl)
+	t.Logf("%d pings, %d answered; collisions resolved: CHILD %d of 2, IKE %d of 2", sent, received, collisions["CHILD"], collisions["IKE"])
+	if collisions["CHILD"] != 2 || collisions["IKE"] != 2 {
+		t.Errorf("collisions resolved: CHILD %d, IKE %d; want 2 each (every held pair of requests crosses)", collisions["CHILD"], collisions["IKE"])
 	}
 	// The last ping may be cut short by the interrupt.
 	if received < sent-1 {

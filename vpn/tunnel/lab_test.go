@@ -218,11 +218,9 @@ func startPing(t *testing.T, ns *lab.NS, dst string, count int, interval time.Du
 		t.Fatal(err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-		}
-	})
+	// Kill after the process was reaped is a no-op (os.ErrProcessDone); reading ProcessState
+	// here would race with Wait in the goroutine above.
+	t.Cleanup(func() { p.cmd.Process.Kill() })
 	return p
 }
 
