@@ -14,7 +14,7 @@ BENCH     ?= .
 
 export MESHROOT_CACHE := $(CACHE)
 
-.PHONY: all deps kernels tools run image test unit lint bench fuzz clean
+.PHONY: all deps kernels arm64-userland tools run image test unit lint bench fuzz clean
 
 all: test
 
