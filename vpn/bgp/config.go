@@ -89,6 +89,10 @@ type PeerConfig struct {
 	ResourceID string
 	// Passive waits for the peer to connect (needs Config.Listen).
 	Passive bool
+
+	// port is the peer's BGP port (0: 179). Unit tests run sessions on loopback against a
+	// peer on an unprivileged port.
+	port uint16
 }
 
 func (p *PeerConfig) families() []Family {

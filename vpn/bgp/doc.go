@@ -28,7 +28,10 @@
 //     the session still holds back in one batch, with no re-establishment (and no wait for the
 //     concentrator's side of a dead session to time out); otherwise the hold timer ends it.
 //     Update applies a new Config without a restart (prefixes, peers, policy); a new local ASN or
-//     router ID needs a new Speaker (ErrRestartRequired).
+//     router ID needs a new Speaker (ErrRestartRequired). A session Update removes ends with
+//     Cease 6/3 and Close ends every Established session with Cease 6/2 (Administrative
+//     Shutdown); both are in the BGP log with the change to Idle (gobgp's own stop sends its
+//     Cease silently).
 //
 // # How events are gathered
 //

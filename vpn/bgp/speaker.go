@@ -286,7 +286,7 @@ func apiPeer(p PeerConfig) *api.Peer {
 			ConnectRetry: secs(p.ConnectRetry), HoldTime: secs(p.HoldTime), KeepaliveInterval: secs(p.Keepalive),
 			IdleHoldTimeAfterReset: 1,
 		}},
-		Transport: &api.Transport{LocalAddress: p.Local.Addr().String(), PassiveMode: p.Passive},
+		Transport: &api.Transport{LocalAddress: p.Local.Addr().String(), PassiveMode: p.Passive, RemotePort: uint32(p.port)},
 	}
 	for _, f := range p.families() {
 		as := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: apiFamily(f), Enabled: true}}
@@ -312,12 +312,19 @@ func (s *Speaker) addPeer(ctx context.Context, idx int, p PeerConfig) error {
 	return nil
 }
 
-// deletePeer removes a session (gobgp sends Cease 6/3) and withdraws what it offered.
+// deletePeer removes a session and withdraws what it offered. gobgp ends an Established
+// session with Cease 6/3 (Peer De-configured) without reporting it (neither its logger nor the
+// watch sees the notification or the state change), so the BGP log gets both lines here.
 func (s *Speaker) deletePeer(ctx context.Context, addr netip.Addr) error {
 	err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()})
 	s.gl.forget(addr)
 	s.mu.Lock()
 	if p := s.peers[addr]; p != nil {
+		if err == nil && p.state == StateEstablished {
+			at := s.now()
+			s.bgpLog(p, at, vpnlog.StatusDown, textNotification(s.side, true, 6, 3, addr))
+			s.bgpLog(p, at, vpnlog.StatusDown, textStateChange(s.side, StateEstablished, StateIdle, addr))
+		}
 		s.withdrawAllLocked(p, true)
 		if p.restart != nil {
 			p.restart.Stop()
@@ -529,7 +536,7 @@ func samePeerSession(a, b PeerConfig) bool {
 	return a.Tunnel == b.Tunnel && a.Address == b.Address && a.Local == b.Local && a.ASN == b.ASN &&
 		slices.Equal(a.Families, b.Families) && a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive &&
 		a.ConnectRetry == b.ConnectRetry && a.MaxPrefixes == b.MaxPrefixes && a.WarnPercent == b.WarnPercent &&
-		a.PrefixLimitRestart == b.PrefixLimitRestart && a.Passive == b.Passive
+		a.PrefixLimitRestart == b.PrefixLimitRestart && a.Passive == b.Passive && a.port == b.port
 }
 
 // Peers returns every session's status.
@@ -579,8 +586,13 @@ func (s *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 	return out, nil
 }
 
-// Close stops the sessions (Cease 6/3 to each peer), takes every accepted path out of the route
-// sink, and stops the event goroutine. gobgp's server loop has no exit: one idle goroutine stays.
+// closeWait bounds how long Close waits for the Established sessions to end with their Cease.
+const closeWait = 3 * time.Second
+
+// Close ends the sessions — an Established one with Cease 6/2 (Administrative Shutdown), in the
+// BGP log as "sent a notification 6/2 (Cease/Administrative Shutdown)" and the change to Idle —
+// takes every accepted path out of the route sink, and stops the event goroutine. gobgp's
+// server loop has no exit: one idle goroutine stays.
 func (s *Speaker) Close() error {
 	s.admin.Lock()
 	defer s.admin.Unlock()
@@ -590,12 +602,17 @@ func (s *Speaker) Close() error {
 		return nil
 	}
 	s.closed = true
-	for _, p := range s.peers {
+	var est []netip.Addr
+	for addr, p := range s.peers {
 		if p.restart != nil {
 			p.restart.Stop()
 		}
+		if p.state == StateEstablished {
+			est = append(est, addr)
+		}
 	}
 	s.mu.Unlock()
+	s.shutdownSessions(est)
 	err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 	s.cancel()
 	s.q.close()
@@ -609,4 +626,41 @@ func (s *Speaker) Close() error {
 		return fmt.Errorf("bgp: stop: %w", err)
 	}
 	return nil
+}
+
+// shutdownSessions ends Established sessions with Cease 6/2 (Administrative Shutdown) and waits
+// (up to closeWait) until the worker has seen each leave Established. gobgp's StopBgp would end
+// them with a Cease 6/3 that nothing reports, so the log would stop before the session did; a
+// disabled peer's notification goes through gobgp's logger ("sent notification") and its state
+// change through the watch, in order, like any other.
+func (s *Speaker) shutdownSessions(addrs []netip.Addr) {
+	if len(addrs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+	defer cancel()
+	for _, a := range addrs {
+		if err := s.srv.DisablePeer(ctx, &api.DisablePeerRequest{Address: a.String()}); err != nil {
+			s.log.Warn("bgp: shutdown", "peer", a, "err", err)
+		}
+	}
+	for {
+		settled := true
+		s.mu.Lock()
+		for _, a := range addrs {
+			if p := s.peers[a]; p != nil && p.state == StateEstablished {
+				settled = false
+			}
+		}
+		s.mu.Unlock()
+		if settled {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn("bgp: sessions still Established after the administrative shutdown; stopping anyway", "wait", closeWait)
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
