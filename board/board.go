@@ -19,6 +19,10 @@ type Board struct {
 	Console string
 	// Radios are the Wi-Fi radios, in phy order.
 	Radios []Radio
+	// Hwsim describes the simulated radios of a board without radios of its own (the QEMU
+	// boards): mac80211_hwsim radios the firmware creates at boot when the kernel command line
+	// asks for them. nil on hardware.
+	Hwsim *Hwsim
 	// Ports are the Ethernet ports and their roles.
 	Ports []Port
 	// LEDs and Buttons are the front-panel parts the firmware drives or watches.
@@ -66,6 +70,28 @@ type Radio struct {
 	Streams int
 	// Chip names the radio silicon, e.g. "QCN5054".
 	Chip string
+}
+
+// HwsimParam is the kernel command-line parameter that creates simulated radios at boot:
+// meshroot.hwsim=N loads the board's Hwsim.Module with radios=N (nothing without it).
+const HwsimParam = "meshroot.hwsim"
+
+// Hwsim describes the simulated radios (mac80211_hwsim) of a board without radios of its own.
+// The image ships Module and Modules (with their dependencies); the firmware's radio service
+// loads them only when the kernel command line says meshroot.hwsim=N, so a plain boot has no
+// radios at all.
+type Hwsim struct {
+	// Module is the driver, loaded with radios=N ("mac80211_hwsim").
+	Module string
+	// Modules are loaded with it: the crypto mac80211 asks the kernel for by name when keys
+	// are installed (CCMP "ccm(aes)" over "ctr(aes)", PMF's BIP "cmac(aes)", GCMP "gcm(aes)"),
+	// which a u-root image, having no modprobe helper, cannot load on demand.
+	Modules []string
+	// Radios describe the created radios by position: radio i (in phy order) is Radios[i mod
+	// len(Radios)] with Phy set at run time.
+	Radios []Radio
+	// Max bounds N.
+	Max int
 }
 
 // PortRole says what an Ethernet port is for.

@@ -56,6 +56,10 @@ func TestValidateCatches(t *testing.T) {
 		{"duplicate phy", nand, func(b *Board) { b.Radios[1].Phy = 0 }, "phy0 listed twice"},
 		{"undetectable", base, func(b *Board) { b.Compatible = nil }, "detection can never pick it"},
 		{"duplicate module", base, func(b *Board) { b.Modules = append(b.Modules, "tun") }, "listed twice"},
+		{"hwsim without module", base, func(b *Board) { b.Hwsim.Module = "" }, "hwsim: module is empty"},
+		{"hwsim radio at 160 on 2.4 GHz", base, func(b *Board) { b.Hwsim.Radios[0].MaxWidthMHz = 160 }, "hwsim radio 0: max width 160 MHz invalid"},
+		{"hwsim beside real radios", nand, func(b *Board) { b.Hwsim = qemuHwsim() }, "no simulated ones"},
+		{"hwsim max", base, func(b *Board) { b.Hwsim.Max = 0 }, "want 1..64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := tc.board.clone()
@@ -332,4 +336,28 @@ func FuzzReadIdentityDMI(f *testing.F) {
 		}
 		_, _ = Match(id)
 	})
+}
+
+func TestQEMUHwsim(t *testing.T) {
+	for _, name := range []string{"qemu-virt-arm64", "qemu-x86_64"} {
+		b, err := Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Hwsim == nil || b.Hwsim.Module != "mac80211_hwsim" || len(b.Radios) != 0 {
+			t.Fatalf("Lookup(%q).Hwsim = %+v, Radios %v; want mac80211_hwsim and no fixed radios", name, b.Hwsim, b.Radios)
+		}
+		// Lookup hands out copies: changing one leaves the catalog alone.
+		b.Hwsim.Radios[0].Band = Band6G
+		b.Hwsim.Modules[0] = "x"
+		again, _ := Lookup(name)
+		if again.Hwsim.Radios[0].Band != Band2G4 || again.Hwsim.Modules[0] != "ctr" {
+			t.Errorf("Lookup(%q) after changing a copy: Hwsim = %+v; want the catalog's", name, again.Hwsim)
+		}
+	}
+	for _, b := range All() {
+		if b.Hwsim != nil && !strings.HasPrefix(b.Name, "qemu-") {
+			t.Errorf("board %s has simulated radios; only the QEMU boards do", b.Name)
+		}
+	}
 }

@@ -313,10 +313,27 @@ func qemuFlash() Flash {
 	}
 }
 
+// qemuHwsim is the QEMU boards' simulated radios: a dual-band router's 2.4 GHz and 5 GHz
+// radios, repeated when more are asked for (mac80211_hwsim radios can serve every band; the
+// firmware gives each one band as a real radio has).
+func qemuHwsim() *Hwsim {
+	return &Hwsim{
+		Module:  "mac80211_hwsim",
+		Modules: []string{"ctr", "ccm", "cmac", "gcm", "ghash_generic"},
+		Radios: []Radio{
+			{Band: Band2G4, MaxWidthMHz: 40, Streams: 2, Chip: "mac80211_hwsim"},
+			{Band: Band5G, MaxWidthMHz: 80, DFS: true, Streams: 2, Chip: "mac80211_hwsim"},
+		},
+		Max: 8,
+	}
+}
+
 func qemuBoard(name string) Board {
 	b := Board{
 		Name: name,
-		// The QEMU boards have no fixed radios: radio/ creates mac80211_hwsim radios at runtime.
+		// The QEMU boards have no fixed radios: the firmware creates mac80211_hwsim radios at
+		// boot when the kernel command line asks (meshroot.hwsim=N; see Hwsim).
+		Hwsim: qemuHwsim(),
 		Ports: []Port{
 			{Name: "eth0", Role: RoleWAN, SpeedMbps: 1000},
 			{Name: "eth1", Role: RoleLAN, SpeedMbps: 1000},
@@ -434,5 +451,11 @@ func (b Board) clone() Board {
 	b.Buttons = slices.Clone(b.Buttons)
 	b.Modules = slices.Clone(b.Modules)
 	b.Flash.Partitions = slices.Clone(b.Flash.Partitions)
+	if b.Hwsim != nil {
+		h := *b.Hwsim
+		h.Modules = slices.Clone(h.Modules)
+		h.Radios = slices.Clone(h.Radios)
+		b.Hwsim = &h
+	}
 	return b
 }

@@ -35,27 +35,47 @@ func (b Board) Validate() error {
 
 	// Radios.
 	phys := map[int]bool{}
+	checkRadio := func(name string, r Radio) {
+		maxW := map[Band]int{Band2G4: 40, Band5G: 240, Band6G: 320}[r.Band]
+		if maxW == 0 {
+			add("%s: band %q unknown", name, r.Band)
+			return
+		}
+		if !slices.Contains([]int{20, 40, 80, 160, 320}, r.MaxWidthMHz) || r.MaxWidthMHz > maxW {
+			add("%s: max width %d MHz invalid for %s", name, r.MaxWidthMHz, r.Band)
+		}
+		if r.DFS && r.Band != Band5G {
+			add("%s: DFS on %s (DFS applies to 5 GHz only)", name, r.Band)
+		}
+		if r.Streams < 1 || r.Streams > 8 {
+			add("%s: %d spatial streams; want 1..8", name, r.Streams)
+		}
+		if r.Chip == "" {
+			add("%s: chip is empty", name)
+		}
+	}
 	for _, r := range b.Radios {
 		if phys[r.Phy] {
 			add("radio phy%d listed twice", r.Phy)
 		}
 		phys[r.Phy] = true
-		maxW := map[Band]int{Band2G4: 40, Band5G: 240, Band6G: 320}[r.Band]
-		if maxW == 0 {
-			add("radio phy%d: band %q unknown", r.Phy, r.Band)
-			continue
+		checkRadio(fmt.Sprintf("radio phy%d", r.Phy), r)
+	}
+	if h := b.Hwsim; h != nil {
+		if len(b.Radios) > 0 {
+			add("hwsim: a board with radios of its own has no simulated ones")
 		}
-		if !slices.Contains([]int{20, 40, 80, 160, 320}, r.MaxWidthMHz) || r.MaxWidthMHz > maxW {
-			add("radio phy%d: max width %d MHz invalid for %s", r.Phy, r.MaxWidthMHz, r.Band)
+		if h.Module == "" {
+			add("hwsim: module is empty")
 		}
-		if r.DFS && r.Band != Band5G {
-			add("radio phy%d: DFS on %s (DFS applies to 5 GHz only)", r.Phy, r.Band)
+		if len(h.Radios) == 0 {
+			add("hwsim: no radio descriptions")
 		}
-		if r.Streams < 1 || r.Streams > 8 {
-			add("radio phy%d: %d spatial streams; want 1..8", r.Phy, r.Streams)
+		if h.Max < 1 || h.Max > 64 {
+			add("hwsim: max %d radios; want 1..64", h.Max)
 		}
-		if r.Chip == "" {
-			add("radio phy%d: chip is empty", r.Phy)
+		for i, r := range h.Radios {
+			checkRadio(fmt.Sprintf("hwsim radio %d", i), r)
 		}
 	}
 
