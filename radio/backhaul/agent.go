@@ -54,7 +54,9 @@ type AgentConfig struct {
 	Selector  Config
 	// Key authenticates the hellos (the site's control-plane key).
 	Key meshproto.Key
-	Log *slog.Logger
+	// MaxAge drops hellos sent longer ago than this (meshproto.Opener.MaxAge; 0: no age check).
+	MaxAge time.Duration
+	Log    *slog.Logger
 	// OnChange is called after every change of path (from the agent's goroutine).
 	OnChange func(c Choice, r Reason)
 }
@@ -123,8 +125,10 @@ func NewAgent(cfg AgentConfig, n Net) (*Agent, error) {
 	if sc.DeadAfter == 0 {
 		sc.DeadAfter = 3 * cfg.Interval
 	}
+	o := meshproto.NewOpener(nil, cfg.Key)
+	o.MaxAge = cfg.MaxAge
 	return &Agent{cfg: cfg, net: n, log: cfg.Log.With("svc", "backhaul", "node", cfg.Node), sel: NewSelector(cfg.Node, sc),
-		sealer: s, opener: meshproto.NewOpener(nil, cfg.Key), links: map[string]*linkState{}, conns: map[string]net.PacketConn{}}, nil
+		sealer: s, opener: o, links: map[string]*linkState{}, conns: map[string]net.PacketConn{}}, nil
 }
 
 // Current is the path in use.
