@@ -20,18 +20,28 @@ import (
 
 var boards = []string{"qemu-virt-arm64", "qemu-x86_64"}
 
-// TestImageSizeBudget enforces the image-size budget (image.DefaultBudget, justified there) on
-// the real images of both QEMU boards, and that kernel + initramfs fit the board's A/B slot.
+// TestImageSizeBudget enforces the image-size budget (image.BudgetFor, justified at
+// image.Budget) on the real product images of both QEMU boards, which carry the radio userland
+// (hostapd and its libraries, regulatory.db, the Wi-Fi modules), and that kernel + initramfs fit
+// the board's A/B slot.
 func TestImageSizeBudget(t *testing.T) {
 	for _, name := range boards {
 		t.Run(name, func(t *testing.T) {
 			_, m := imagetest.Image(t, name)
+			b, err := board.Lookup(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := image.BudgetFor(b)
 			t.Logf("%s: initramfs %d bytes %s (budget %d), %d raw (budget %d); kernel %d; slot free %d of %d",
 				name, m.Initramfs.Size, m.Compression, m.Budget.Compressed, m.RawSize, m.Budget.Raw, m.Kernel.Size, m.SlotFree, m.SlotSize)
-			if m.Budget != image.DefaultBudget {
-				t.Errorf("manifest budget = %+v; want the default %+v", m.Budget, image.DefaultBudget)
+			if m.Budget != want {
+				t.Errorf("manifest budget = %+v; want the board's %+v", m.Budget, want)
 			}
-			if err := image.DefaultBudget.Check(m); err != nil {
+			if !slices.Contains(m.Programs, "usr/sbin/hostapd") || !slices.Contains(m.Files, image.RegulatoryDBPath) {
+				t.Errorf("manifest programs %v, files %v; want the product's hostapd and regulatory.db (the budget must hold them)", m.Programs, m.Files)
+			}
+			if err := want.Check(m); err != nil {
 				t.Errorf("%s image: %v", name, err)
 			}
 			if m.SlotSize > 0 && m.SlotFree < 0 {

@@ -12,9 +12,14 @@
 //     plan there, apply with channel-switch announcements, handle radar (NOP memory, immediate
 //     moves to channels usable without CAC);
 //   - rfsim: a simulated building (walls, floors, foreign APs, our meshes) for evaluation and
-//     the benchmarks against hostapd's ACS and the exact optimum.
+//     the benchmarks against hostapd's ACS and the exact optimum;
+//   - mesh, steer (+ steersim), backhaul, ft, medium: roaming and the backhaul on the same
+//     control plane (node agents and the gateway's controller, the steering policy, the
+//     batman-adv V-style path selection, 802.11r settings, a Go wireless medium for hwsim).
 //
 // Data flow: nl80211 survey + scan on every node → meshproto report → gateway Smoother →
 // Policy.Decide (Solve) → meshproto plan → manager → hostapd CHAN_SWITCH with a countdown.
-// Later: backhaul selection and client steering (802.11k/v/r) on the same control plane.
+// In the product, firmware/radiohook runs all of it: hostapd on every radio from the site
+// profile, the manager, the mesh node (and the controller on the gateway) and the backhaul
+// agent.
 package radio

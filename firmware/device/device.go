@@ -10,6 +10,9 @@
 //	provision  provision/agent: pairing on the LAN address (port 8080), enrollment, profile
 //	                                                                          after data, lan
 //	vpn        firmware/vpnhook: profile → vpn.Config → vpn.Connection       after provision, firewall
+//	radio      firmware/radiohook: the site's Wi-Fi from the profile (hostapd on every radio,
+//	           supervised), the radio manager (surveys, channel plans, DFS), the mesh node and,
+//	           on the gateway, the controller, the backhaul agent on the LAN  after provision, lan
 //	ota        ota.OpenDevice + Updater.Run, root of trust from the image    after data, wan
 //	logship    device and VPN logs to the cloud (firmware/logship)          after data
 //
@@ -45,6 +48,7 @@ import (
 	"meshroot/board"
 	"meshroot/firmware"
 	"meshroot/firmware/logship"
+	"meshroot/firmware/radiohook"
 	"meshroot/firmware/router/dhcpd"
 	"meshroot/firmware/router/dns"
 	"meshroot/firmware/router/nft"
@@ -109,6 +113,8 @@ type Options struct {
 	// machine's kernel); NoVPN runs the hook without an engine.
 	VPNEngine func(log *slog.Logger, logs vpnlog.Sink) vpnhook.Engine
 	NoVPN     bool
+	// Radio adjusts the radio service before it runs (tests: fakes for hostapd and nl80211).
+	Radio func(*radiohook.Service)
 }
 
 // Services returns the router's services for firmware.Options.Services.
@@ -118,11 +124,12 @@ func Services(opts Options) func(d *firmware.Device) []firmware.Service {
 
 // Router is the device's services and the state they share.
 type Router struct {
-	d    *firmware.Device
-	opts Options
-	log  *slog.Logger
-	ship *logship.Shipper
-	vpn  *vpnhook.Service
+	d     *firmware.Device
+	opts  Options
+	log   *slog.Logger
+	ship  *logship.Shipper
+	vpn   *vpnhook.Service
+	radio *radiohook.Service
 
 	fwKick chan struct{}
 
@@ -194,7 +201,52 @@ func New(d *firmware.Device, opts Options) *Router {
 		NoEngine:  opts.NoVPN,
 		Log:       d.Log,
 	}
+	r.radio = &radiohook.Service{
+		Board:          d.Board,
+		Root:           d.Root,
+		Subscribe:      func(fn func(*profile.Verified)) func() { return r.getAgent().Subscribe(fn) },
+		Secret:         func(ref string) (string, bool) { return r.getAgent().Secret(ref) },
+		WiFiPassphrase: func() (string, bool) { return r.getAgent().WiFiPassphrase() },
+		Secrets:        d.Logging.Secrets,
+		Node: func() string {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.serial
+		},
+		// The gateway is the node with the WAN (the service keeps the role once it had it).
+		Gateway: func() bool {
+			w := r.getWAN()
+			return w != nil && w.State().Up()
+		},
+		LAN: func() (string, netip.Prefix) {
+			c, p := r.lan()
+			return c.Bridge, p
+		},
+		Store:      d.Store,
+		LoadModule: r.loadModule,
+		Log:        d.Log,
+	}
+	if opts.Radio != nil {
+		opts.Radio(r.radio)
+	}
 	return r
+}
+
+// loadModule loads a kernel module and its dependencies from the image's modules.dep.
+func (r *Router) loadModule(name, params string) error {
+	rel, err := r.d.Sys.KernelRelease()
+	if err != nil {
+		return err
+	}
+	l, err := firmware.NewModuleLoader(filepath.Join(r.d.Root, "lib/modules", rel), r.d.Sys.Modules)
+	if err != nil {
+		return err
+	}
+	loaded, err := l.Load(name, params)
+	if len(loaded) > 0 {
+		r.log.Info("modules loaded", "modules", loaded, "for", name)
+	}
+	return err
 }
 
 // Services lists the services (see the package documentation for the graph).
@@ -207,6 +259,7 @@ func (r *Router) Services() []firmware.Service {
 		firmware.Func("status", []string{"lan"}, r.runStatus),
 		firmware.Func("provision", []string{"data", "lan"}, r.runProvision),
 		firmware.Func("vpn", []string{"provision", "firewall"}, r.vpn.Run),
+		firmware.Func("radio", []string{"provision", "lan"}, r.radio.Run),
 		firmware.Func("ota", []string{"data", "wan"}, r.runOTA),
 		firmware.Func("logship", []string{"data"}, r.runLogship),
 	}
@@ -704,7 +757,8 @@ func (r *Router) Status() status.Status {
 	lanCfg, lanAddr := r.lan()
 	st := status.Status{Board: d.Board.Name, Version: d.Release.Version, Hostname: r.opts.Hostname, Time: time.Now().UTC(),
 		UptimeSeconds: d.Sys.Uptime().Seconds(), Persistent: d.Persistent(), Services: d.Status(),
-		LAN: status.LAN{Bridge: lanCfg.Bridge, Address: lanAddr.String()}, VPN: r.vpn.Status(), Memory: status.ReadMemory(d.Root)}
+		LAN: status.LAN{Bridge: lanCfg.Bridge, Address: lanAddr.String()}, VPN: r.vpn.Status(), Radio: r.radio.Status(),
+		Memory: status.ReadMemory(d.Root)}
 	if st.Services == nil {
 		st.Services = []firmware.ServiceStatus{}
 	}

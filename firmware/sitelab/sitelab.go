@@ -363,8 +363,10 @@ type VMConfig struct {
 	Timeout time.Duration
 	// MemoryMB sizes the VM (default image/qemu's).
 	MemoryMB int
-	// Append are extra kernel arguments.
+	// Append are extra kernel arguments (e.g. meshroot.hwsim=2 for simulated radios).
 	Append []string
+	// Extra are extra QEMU arguments (e.g. another -fw_cfg blob for a test's helper).
+	Extra []string
 }
 
 // Boot starts the router VM in the hw namespace with its WAN (first NIC, eth0) and LAN (eth1)
@@ -402,6 +404,7 @@ func (s *Site) Boot(cfg VMConfig) (*qemu.VM, error) {
 	qc.Echo, qc.LogPath = cfg.Echo, cfg.LogPath
 	qc.MemoryMB = cfg.MemoryMB
 	qc.Append = append(qc.Append, cfg.Append...)
+	qc.Extra = append(qc.Extra, cfg.Extra...)
 	if cfg.Factory != nil {
 		p := filepath.Join(s.dir, "factory.json")
 		if err := os.WriteFile(p, cfg.Factory, 0o644); err != nil {

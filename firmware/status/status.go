@@ -1,7 +1,7 @@
 // Package status is the device's read-only status API on the LAN: GET /status (JSON: board,
-// version, uptime, services, WAN, LAN and DHCP, DNS, firewall, onboarding, profile, VPN, OTA,
-// log shipping, memory) and GET /metrics (Prometheus text exposition format 0.0.4). Nothing in
-// it is secret: the document is built from states that hold no keys, PSKs, tokens or
+// version, uptime, services, WAN, LAN and DHCP, DNS, firewall, onboarding, profile, VPN, radios
+// and mesh, OTA, log shipping, memory) and GET /metrics (Prometheus text exposition format
+// 0.0.4). Nothing in it is secret: the document is built from states that hold no keys, PSKs, tokens or
 // passphrases, and every string goes through the log redactor's scrubber before it is served.
 // `meshctl status --device http://ADDR` prints it.
 package status
@@ -21,6 +21,7 @@ import (
 
 	"meshroot/firmware"
 	"meshroot/firmware/logship"
+	"meshroot/firmware/radiohook"
 	"meshroot/firmware/router/dhcpd"
 	"meshroot/firmware/router/dns"
 	"meshroot/firmware/router/wan"
@@ -44,6 +45,7 @@ type Status struct {
 	Onboarding Onboarding               `json:"onboarding"`
 	Profile    *Profile                 `json:"profile,omitempty"`
 	VPN        vpnhook.Status           `json:"vpn"`
+	Radio      radiohook.Status         `json:"radio"`
 	OTA        OTA                      `json:"ota"`
 	Logs       *logship.Stats           `json:"logs,omitempty"`
 	Memory     Memory                   `json:"memory"`
@@ -269,6 +271,15 @@ func WriteMetrics(w io.Writer, st Status) {
 		m.gauge("meshroot_vpn_bgp_up", "1 when the tunnel's BGP session is established.", l, b2f(t.BGP == "Established"))
 		m.counter("meshroot_vpn_bytes_in_total", "Bytes received through the tunnel.", l, float64(t.BytesIn))
 		m.counter("meshroot_vpn_bytes_out_total", "Bytes sent through the tunnel.", l, float64(t.BytesOut))
+	}
+	if st.Radio.State != "" {
+		m.gauge("meshroot_radio_state", "The radio service's state (1 for the current one).", map[string]string{"state": st.Radio.State}, 1)
+	}
+	for _, r := range st.Radio.Radios {
+		l := map[string]string{"radio": r.ID, "band": r.Band}
+		m.gauge("meshroot_radio_up", "1 when the radio's hostapd serves (ENABLED).", l, b2f(r.State == "ENABLED"))
+		m.gauge("meshroot_radio_stations", "Stations associated with the radio's BSS.", l, float64(r.Stations))
+		m.counter("meshroot_radio_hostapd_restarts_total", "Restarts of the radio's hostapd after it ended.", l, float64(r.Restarts))
 	}
 	m.gauge("meshroot_ota_state", "The updater's state (1 for the current one).", map[string]string{"state": st.OTA.State}, 1)
 	if l := st.Logs; l != nil {

@@ -56,13 +56,14 @@ type Options struct {
 	Compression image.Compression
 	// OTARoot is a TUF root.json to ship as the image's OTA trust root (image.Options.OTARoot).
 	OTARoot []byte `json:",omitempty"`
-	// Budget replaces the image's size budget (image.DefaultBudget), for test images only: a
-	// test image that carries hostapd, wpa_supplicant and their libraries, or test binaries,
-	// may be bigger than the product's budget allows. The manifest records the budget used, so
-	// a product image is never judged by it. Zero fields mean no limit.
+	// Budget replaces the image's size budget (image.BudgetFor the board), for test images
+	// only: a test image that carries wpa_supplicant and its libraries, or test binaries, may
+	// be bigger than the product's budget allows (every image of a board with radios already
+	// carries the product's hostapd, regulatory.db and Wi-Fi modules). The manifest records
+	// the budget used, so a product image is never judged by it. Zero fields mean no limit.
 	Budget *image.Budget `json:",omitempty"`
 	// Programs are sysroot programs with their libraries (image.Options.Programs), e.g. the
-	// arm64 hostapd from Sysroot.
+	// arm64 wpa_supplicant from Sysroot.
 	Programs []image.Program `json:",omitempty"`
 }
 
@@ -352,6 +353,27 @@ func Key(src, kdir, boardName string, o Options) (string, error) {
 		for _, f := range c.Files {
 			if err := hashFileID(h, f.Host); err != nil {
 				return "", err
+			}
+		}
+	}
+	// The radio userland Build adds on its own (hostapd and its libraries, regulatory.db).
+	if b, err := board.Lookup(boardName); err == nil {
+		if u, err := image.RadioUserlandFor(b, src); err == nil {
+			for _, p := range u.Programs {
+				c, err := image.ELFClosure(p.Sysroot, p.Path)
+				if err != nil {
+					return "", err
+				}
+				for _, f := range c.Files {
+					if err := hashFileID(h, f.Host); err != nil {
+						return "", err
+					}
+				}
+			}
+			for _, f := range u.Files {
+				if err := hashFileID(h, f.Host); err != nil {
+					return "", err
+				}
 			}
 		}
 	}
