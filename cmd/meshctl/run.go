@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,6 +63,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	mem := fs.Int("mem", 512, "router memory in MiB")
 	var appendArgs listFlag
 	fs.Var(&appendArgs, "append", "extra kernel command-line argument (repeatable)")
+	radios := fs.Int("radios", 2, "simulated radios (mac80211_hwsim) the router creates at boot on a QEMU board (meshroot.hwsim=N; 0: none): the site's Wi-Fi is served on them")
 	plain := fs.Bool("plain", false, "print one line per change instead of redrawing the screen (the default when stdout is not a terminal)")
 	every := fs.Duration("every", time.Second, "status poll interval (the VPC ping runs every two)")
 	runDir := fs.String("run-dir", "", "the run's directory, emptied at start (default <out>/run)")
@@ -71,8 +73,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 Builds the image, starts the virtual site (two strongSwan + FRR concentrator endpoints and a VPC
 host, the ISP's DHCP and DNS, a WAN host, the reference cloud), boots the router in QEMU with its
-WAN and LAN on TAP devices, pairs it with the app simulator from a LAN client namespace, and shows
-the onboarding steps, the tunnels, BGP, the learned routes and a LAN -> VPC ping until Ctrl-C;
+WAN and LAN on TAP devices and two simulated radios, pairs it with the app simulator from a LAN
+client namespace, and shows the onboarding steps, the tunnels, BGP, the learned routes, the site's
+Wi-Fi and a LAN -> VPC ping until Ctrl-C;
 then tears everything down. The router's console goes to <out>/run/console.log;
 `+"`meshctl site console`"+` attaches to it.
 
@@ -121,8 +124,30 @@ then tears everything down. The router's console goes to <out>/run/console.log;
 	if err := needTools(m.Arch); err != nil {
 		return err
 	}
+	kargs, err := withRadios(m.Board, *radios, appendArgs)
+	if err != nil {
+		return err
+	}
 	return runSite(ctx, siteOptions{ImageDir: dir, Manifest: m, RunDir: *runDir, Prefix: *prefix, MemoryMB: *mem,
-		Append: appendArgs, Stdout: stdout, Terminal: !*plain && isTerminal(stdout), Every: *every})
+		Append: kargs, Stdout: stdout, Terminal: !*plain && isTerminal(stdout), Every: *every})
+}
+
+// withRadios adds meshroot.hwsim=n to the kernel arguments of a board with simulated radios
+// (unless the arguments set it already); other boards have their own radios or none.
+func withRadios(boardName string, n int, args []string) ([]string, error) {
+	if n < 0 || n > 8 {
+		return nil, fmt.Errorf("meshctl run: --radios %d: want 0..8", n)
+	}
+	b, err := board.Lookup(boardName)
+	if err != nil || b.Hwsim == nil || n == 0 {
+		return args, nil
+	}
+	for _, a := range args {
+		if strings.HasPrefix(a, board.HwsimParam+"=") {
+			return args, nil
+		}
+	}
+	return append(slices.Clone(args), fmt.Sprintf("%s=%d", board.HwsimParam, n)), nil
 }
 
 // needTools checks the programs the virtual site runs.

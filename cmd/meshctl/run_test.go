@@ -66,7 +66,8 @@ func (l *lockedBuffer) String() string {
 // first run is a meshctl process that is SIGKILLed once the LAN client's ping to the VPC host
 // is answered: QEMU and charon die with it, its namespaces (and FRR's daemons in them) stay
 // behind. The second run (in this process) sweeps them, comes up the same way, attaches to the router's console as `meshctl
-// site console` does, and then loses a part — endpoint 1's charon is killed — and must stop
+// site console` does once the LAN ping is answered and the site's Wi-Fi is served on the
+// simulated radios, and then loses a part — endpoint 1's charon is killed — and must stop
 // with an error naming it and leave no namespace and no process behind. About 1 minute.
 func TestVMRun(t *testing.T) {
 	testenv.Integration(t)
@@ -168,12 +169,20 @@ wait:
 	defer cancel()
 	var killed int
 	var secrets map[string]string
+	// With the radios `make run` gives the router: the site's Wi-Fi must be served too.
+	kargs, err := withRadios(m.Board, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wifi := false
 	err = runSite(ctx, siteOptions{ImageDir: imgDir, Manifest: m, RunDir: runDir, Prefix: prefix, Stdout: &out2, Every: 500 * time.Millisecond,
+		Append: kargs,
 		ReadyCheck: func(v *siteView) bool {
-			if !v.Reached(sitelab.StepVPCPing) || killed != 0 {
+			if !v.Reached(sitelab.StepVPCPing) || !v.WiFiServing() || killed != 0 {
 				return false
 			}
 			secrets = v.dev.Secrets()
+			wifi = true
 			if !attached {
 				attached = true
 				pr, pw := io.Pipe()
@@ -199,6 +208,9 @@ wait:
 	t.Logf("run 2:\n%s", out2.String())
 	if err == nil || !strings.Contains(err.Error(), "endpoint 1's charon") {
 		t.Errorf("run 2 after endpoint 1's charon (pid %d) was killed: %v; want an error naming it", killed, err)
+	}
+	if !wifi || !strings.Contains(out2.String(), "wifi running") {
+		t.Errorf("run 2 (%q) never showed the site's Wi-Fi served on both radios", kargs)
 	}
 	if !strings.Contains(out2.String(), "swept ") {
 		t.Errorf("run 2 did not say it swept the killed run's namespaces")

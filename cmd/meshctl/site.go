@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"meshroot/firmware/radiohook"
 	"meshroot/firmware/sitelab"
 	"meshroot/firmware/status"
 	"meshroot/image"
@@ -329,6 +330,22 @@ func (v *siteView) note(format string, a ...any) {
 }
 
 // Reached reports whether a milestone was reached (tests).
+// WiFiServing reports whether the last status shows the radio service running with every
+// radio's hostapd ENABLED.
+func (v *siteView) WiFiServing() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.st == nil || v.st.Radio.State != radiohook.StateRunning || len(v.st.Radio.Radios) == 0 {
+		return false
+	}
+	for _, r := range v.st.Radio.Radios {
+		if r.State != "ENABLED" {
+			return false
+		}
+	}
+	return true
+}
+
 func (v *siteView) Reached(name string) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -488,6 +505,7 @@ func (v *siteView) render(w io.Writer) {
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "learned routes: %s\n", routesStr(st))
+		fmt.Fprintf(w, "wifi %s\n", radioStr(st.Radio))
 	} else {
 		fmt.Fprintf(w, "router status: not yet (the LAN client asks once it has a lease; %v)\n", v.stErr)
 	}
@@ -498,6 +516,28 @@ func (v *siteView) render(w io.Writer) {
 			fmt.Fprintln(w, n)
 		}
 	}
+}
+
+// radioStr is the radio service in one line: its state, the SSID and every radio's hostapd
+// state, channel and stations.
+func radioStr(r radiohook.Status) string {
+	if r.State == "" {
+		return "-"
+	}
+	s := r.State
+	if r.SSID != "" {
+		s += fmt.Sprintf(" %q (%s, %s)", r.SSID, r.Security, r.Country)
+	}
+	for _, x := range r.Radios {
+		s += fmt.Sprintf("; %s %s %s ch %s, %s", x.Iface, x.Band, x.State, orDash(x.Channel), plural(x.Stations, "station"))
+	}
+	if r.Mesh != nil && r.Role != "" {
+		s += "; mesh " + r.Role
+	}
+	if r.LastError != "" {
+		s += "; " + r.LastError
+	}
+	return s
 }
 
 func (v *siteView) pingStr() string {
@@ -541,6 +581,7 @@ func (v *siteView) printChanges(w io.Writer) {
 			say("tunnel "+t.Name, fmt.Sprintf("%s %s: IKE %s, ESP %s, BGP %s", t.Name, t.Outside, t.IKE, t.ESP, orDash(t.BGP)))
 		}
 		say("routes", "learned routes: "+routesStr(st))
+		say("wifi", "wifi "+radioStr(st.Radio))
 	}
 	ping := "ping: no answer"
 	if v.pings > 0 && v.lastPing == nil {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"meshroot/firmware/sitelab"
 	"meshroot/firmware/status"
 	"meshroot/firmware/vpnhook"
@@ -99,5 +101,32 @@ func TestSiteViewRender(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("render() lacks %q; got:\n%s", want, got)
 		}
+	}
+}
+
+func TestWithRadios(t *testing.T) {
+	for _, tt := range []struct {
+		board string
+		n     int
+		args  []string
+		want  []string
+	}{
+		{"qemu-virt-arm64", 2, nil, []string{"meshroot.hwsim=2"}},
+		{"qemu-virt-arm64", 3, []string{"quiet"}, []string{"quiet", "meshroot.hwsim=3"}},
+		{"qemu-virt-arm64", 0, []string{"quiet"}, []string{"quiet"}},
+		{"qemu-virt-arm64", 2, []string{"meshroot.hwsim=1"}, []string{"meshroot.hwsim=1"}},
+		{"qemu-x86_64", 2, nil, []string{"meshroot.hwsim=2"}},
+		{"ipq807x", 2, nil, nil}, // real radios of its own
+	} {
+		got, err := withRadios(tt.board, tt.n, tt.args)
+		if err != nil {
+			t.Fatalf("withRadios(%s, %d, %q): %v", tt.board, tt.n, tt.args, err)
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("withRadios(%s, %d, %q) = %q; want %q", tt.board, tt.n, tt.args, got, tt.want)
+		}
+	}
+	if _, err := withRadios("qemu-virt-arm64", 9, nil); err == nil || !strings.Contains(err.Error(), "--radios") {
+		t.Errorf("withRadios(9) = %v; want an error naming --radios", err)
 	}
 }
