@@ -292,6 +292,10 @@ func (s *Service) apply(ctx context.Context, v *profile.Verified) {
 	s.site = &site
 	s.status.ProfileVersion, s.status.SSID, s.status.Security, s.status.Country = site.ProfileVersion, site.SSID, string(site.Security), site.Country
 	s.status.LastError = ""
+	if s.status.State == StateNone {
+		// Not "none" any more: a profile is in force and the radios are being set up.
+		s.status.State, s.status.Detail = StateStarting, "setting up the radios"
+	}
 	s.mu.Unlock()
 	s.log.Info("radio: site profile", "site", site)
 	s.reconcile(ctx, true)
