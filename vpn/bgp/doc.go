@@ -27,6 +27,13 @@
 //     session is left alone: when the tunnel is back within the hold time, PeerUp puts the paths
 //     the session still holds back in one batch, with no re-establishment (and no wait for the
 //     concentrator's side of a dead session to time out); otherwise the hold timer ends it.
+//     When the tunnel is back after that, PeerUp restarts each of its sessions that is not
+//     Established (gobgp Idle, Connect or Active, administratively up) at once, as a router does
+//     on interface up, instead of leaving gobgp's idle hold (5 s after every session end) and
+//     connect retry (ConnectRetry to twice that), whose attempts went into the dead tunnel, to
+//     run out: the peer is deleted from gobgp and added again with the same configuration (a
+//     new peer has no idle hold; gobgp's first connect attempt still comes 1-2 s after). An
+//     Established session, or one exchanging OPENs, is left alone.
 //     Update applies a new Config without a restart (prefixes, peers, policy); a new local ASN or
 //     router ID needs a new Speaker (ErrRestartRequired). A session Update removes ends with
 //     Cease 6/3 and Close ends every Established session with Cease 6/2 (Administrative

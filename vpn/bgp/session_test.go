@@ -75,6 +75,12 @@ func startLoopPeer(t *testing.T) *loopPeer {
 	}
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
+	return startLoopPeerOn(t, port)
+}
+
+// startLoopPeerOn starts the concentrator's side listening on port (a peer that comes back).
+func startLoopPeerOn(t *testing.T, port uint16) *loopPeer {
+	t.Helper()
 	lp := &loopPeer{port: port, log: &peerLog{}}
 	lp.srv = server.NewBgpServer(server.LoggerOption(lp.log))
 	go lp.srv.Serve()

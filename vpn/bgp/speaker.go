@@ -396,12 +396,18 @@ func (s *Speaker) PeerDown(tunnel, reason string) error {
 	return nil
 }
 
-// PeerUp ends PeerDown for a tunnel: what its sessions hold goes back into the route sink in
-// one batch, and a session stopped by the prefix limit is started again.
+// PeerUp ends PeerDown for a tunnel (the tunnel layer calls it when the tunnel is back in
+// service): what its sessions hold goes back into the route sink in one batch, a session stopped
+// by the prefix limit is started again, and a session that is not Established (the hold timer
+// ended it while the tunnel was out) is restarted at once, as a router does on interface up.
+// gobgp would otherwise wait out its own timers, whose attempts went into the dead tunnel: an
+// idle hold of 5 s after every session end, then a connect retry of ConnectRetry to twice that.
+// An Established session, or one already exchanging OPENs, is left alone.
 func (s *Speaker) PeerUp(tunnel string) error {
 	s.admin.Lock()
 	defer s.admin.Unlock()
 	var restart []netip.Addr
+	var kick []PeerConfig
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -413,6 +419,9 @@ func (s *Speaker) PeerUp(tunnel string) error {
 			continue
 		}
 		found = true
+		if !p.prefixHit {
+			kick = append(kick, p.cfg)
+		}
 		if p.prefixHit {
 			restart = append(restart, addr)
 			p.prefixHit = false
@@ -449,7 +458,44 @@ func (s *Speaker) PeerUp(tunnel string) error {
 			errs = append(errs, fmt.Errorf("bgp: enable %s: %w", a, err))
 		}
 	}
+	for _, p := range kick {
+		errs = append(errs, s.kick(p))
+	}
 	return errors.Join(errs...)
+}
+
+// kick restarts a session that is waiting to connect (Idle, Connect or Active in gobgp, and
+// administratively up) so that it connects now. gobgp has no call for that: a hard ResetPeer
+// only shortens the next idle hold and leaves a waiting session alone, and Disable/EnablePeer
+// restarts the idle hold (5 s). A peer added afresh starts with no idle hold and makes its
+// first attempt within 1-2 s (gobgp's fixed first connect delay), so the peer is deleted and
+// added again with the same configuration; a session that is not Established has nothing to
+// withdraw and nothing to log, and its policy and prefix limit stay as they are. gobgp's own
+// state is read just before: an Established session, or one exchanging OPENs, is not touched.
+func (s *Speaker) kick(p PeerConfig) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waiting := false
+	if err := s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: p.Address.String()}, func(ap *api.Peer) {
+		st := ap.GetState()
+		switch st.GetSessionState() {
+		case api.PeerState_IDLE, api.PeerState_CONNECT, api.PeerState_ACTIVE:
+			waiting = st.GetAdminState() == api.PeerState_UP
+		}
+	}); err != nil {
+		return fmt.Errorf("bgp: restart %s: %w", p.Address, err)
+	}
+	if !waiting {
+		return nil
+	}
+	s.log.Info("bgp: tunnel back in service: restarting a session that is not Established", "peer", p.Address, "tunnel", p.Tunnel)
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: p.Address.String()}); err != nil {
+		return fmt.Errorf("bgp: restart %s: delete: %w", p.Address, err)
+	}
+	if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
+		return fmt.Errorf("bgp: restart %s: add: %w", p.Address, err)
+	}
+	return nil
 }
 
 // Update applies a new configuration without a restart: prefixes added and withdrawn, peers
