@@ -42,8 +42,17 @@ type Config struct {
 	// MinTargetSignal: never steer to a BSS heard weaker than this (-67 dBm: above the usual
 	// client roaming thresholds, or the client would wander off again).
 	MinTargetSignal float64
+	// WeakerTargetSignal: a target heard weaker than the serving BSS (a faster band with
+	// less signal) must be heard at least this strongly (-62 dBm): clients prefer 5 GHz only
+	// above about -65 dBm and leave a BSS for one 8-12 dB stronger at their own scans.
+	WeakerTargetSignal float64
 	// Dwell: the same candidate must win this many evaluations in a row (2).
 	Dwell int
+	// ConfirmAge: for clients with 802.11k, a steer needs a measurement of the target taken
+	// after the candidate first won and at most this old; without one the policy asks for a
+	// beacon report first (2 s), and goes ahead without it only when the client does not
+	// answer.
+	ConfirmAge time.Duration
 	// MaxAge: samples older than this are stale (8 s).
 	MaxAge time.Duration
 	// ScanSignal: below it a client is worth fresh 802.11k beacon reports every BeaconEvery
@@ -58,7 +67,10 @@ type Config struct {
 	// the client for FreezeWindow (3 in 5 minutes), unless its signal falls below RescueSignal
 	// (-80 dBm).
 	PingPongWindow time.Duration
-	// OwnLeaveWindow: a BSS the client left by itself is not a candidate for this long (2 min).
+	// OwnLeaveWindow: a BSS the client left by itself is not a candidate for this long (2 min)
+	// unless it is now 6 dB stronger than when the client left it, and not at all within
+	// PingPongWindow (the client's own roaming logic chose; it would only leave again), except
+	// to rescue a client below RescueSignal.
 	OwnLeaveWindow time.Duration
 	FreezeAfter    int
 	FreezeWindow   time.Duration
@@ -100,6 +112,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MinGain, 0.3)
 	def(&c.MinSignalGain, 6)
 	def(&c.MinTargetSignal, -67)
+	def(&c.WeakerTargetSignal, -62)
 	def(&c.ScanSignal, -60)
 	def(&c.RescueSignal, -80)
 	if c.Dwell == 0 {
@@ -115,6 +128,7 @@ func (c Config) withDefaults() Config {
 		c.FallbackAfter = 2
 	}
 	defD(&c.MaxAge, 8*time.Second)
+	defD(&c.ConfirmAge, 2*time.Second)
 	defD(&c.BeaconEvery, 4*time.Second)
 	defD(&c.IdleBeaconEvery, 30*time.Second)
 	defD(&c.Settle, 8*time.Second)
@@ -215,6 +229,11 @@ func (p *Policy) decide(now time.Time, t *Tracker, c *Client) (Action, bool) {
 		return Action{Kind: ActBeaconRequest, Client: c.MAC, From: c.BSS, Wait: 2 * time.Second, Reason: "measure"}, true
 	}
 
+	if c.Caps.Beacon && c.asked != "" && now.Before(c.backoff) && c.backoff.Sub(now) <= cfg.ConfirmAge/2 && now.Sub(c.lastBeacon) >= cfg.ConfirmAge {
+		// The retry after a refused request comes when the backoff ends: fetch the report
+		// that confirms it now, so that the retry does not wait for one.
+		return Action{Kind: ActBeaconRequest, Client: c.MAC, From: c.BSS, Wait: 2 * time.Second, Reason: "confirm"}, true
+	}
 	if now.Sub(c.Since) < cfg.Settle || now.Before(c.backoff) {
 		return Action{}, false
 	}
@@ -225,7 +244,7 @@ func (p *Policy) decide(now time.Time, t *Tracker, c *Client) (Action, bool) {
 		// minutes apart: older samples have to do.
 		maxAge = cfg.FallbackMaxAge
 	}
-	cands := p.candidates(now, t, c, maxAge, curSig < cfg.RescueSignal)
+	cands := p.candidates(now, t, c, maxAge, curSig < cfg.RescueSignal, curSig)
 	if len(cands) == 0 {
 		c.streak, c.streakN = "", 0
 		return Action{}, false
@@ -237,6 +256,12 @@ func (p *Policy) decide(now time.Time, t *Tracker, c *Client) (Action, bool) {
 	}
 	if c.steeredWithin(now, cfg.FreezeWindow) >= cfg.FreezeAfter && curSig >= cfg.RescueSignal {
 		return Action{}, false
+	}
+	if best.b.BSSID == c.asked && now.Sub(c.askedAt) < cfg.PingPongWindow {
+		// Hysteresis: the client was asked to move there and did not. The decision stands
+		// while the target keeps half the margins; fading would otherwise restart the dwell
+		// and the confirmation, and delay the retry (or the kick) by as long as it lasts.
+		gain, sigGain = gain/2, sigGain/2
 	}
 	better := best.tput >= (1+gain)*curT && best.tput > 0
 	if best.b.Band == cur.Band && best.signal-curSig < sigGain {
@@ -252,10 +277,26 @@ func (p *Policy) decide(now time.Time, t *Tracker, c *Client) (Action, bool) {
 	if c.streak == best.b.BSSID {
 		c.streakN++
 	} else {
-		c.streak, c.streakN = best.b.BSSID, 1
+		c.streak, c.streakN, c.streakAt = best.b.BSSID, 1, now
 	}
 	if c.streakN < cfg.Dwell {
 		return Action{}, false
+	}
+	if c.Caps.Beacon {
+		// Confirm with a measurement of the target taken since the candidate first won: the
+		// one that made it win may be from before the client moved.
+		if s := c.Samples[best.b.BSSID]; !s.At.After(c.streakAt) || now.Sub(s.At) > cfg.ConfirmAge {
+			asked := c.lastBeacon.After(c.streakAt)
+			switch {
+			case asked && now.Sub(c.lastBeacon) < cfg.ConfirmAge:
+				return Action{}, false // the report is on its way
+			case asked && !c.reportedSince(c.lastBeacon):
+				// The client did not answer: go on with what there is, as for a client
+				// without 802.11k, rather than ask forever.
+			default:
+				return Action{Kind: ActBeaconRequest, Client: c.MAC, From: c.BSS, Wait: 2 * time.Second, Reason: "confirm"}, true
+			}
+		}
 	}
 	reason := "signal"
 	if best.b.Band != cur.Band {
@@ -314,7 +355,7 @@ func (c *Client) canUse(b *BSS) bool {
 }
 
 // candidates are the BSSes other than the serving one the client could move to, best first.
-func (p *Policy) candidates(now time.Time, t *Tracker, c *Client, maxAge time.Duration, rescue bool) []candidate {
+func (p *Policy) candidates(now time.Time, t *Tracker, c *Client, maxAge time.Duration, rescue bool, curSig float64) []candidate {
 	floor := p.cfg.MinTargetSignal + c.targetBoost(now)
 	var out []candidate
 	for _, b := range t.sortedBSSes() {
@@ -329,7 +370,7 @@ func (p *Policy) candidates(now time.Time, t *Tracker, c *Client, maxAge time.Du
 			continue
 		}
 		sig := s.Smoothed()
-		if sig < floor {
+		if sig < floor || (sig < curSig && sig < p.cfg.WeakerTargetSignal && !rescue) {
 			continue
 		}
 		// Never steer a client back to a BSS it was steered away from a moment ago (unless
@@ -343,6 +384,9 @@ func (p *Policy) candidates(now time.Time, t *Tracker, c *Client, maxAge time.Du
 		// A client that left a BSS on its own (not steered) recently does not want it: its
 		// own roaming logic would take it away again.
 		if c.leftOnItsOwn(b.BSSID, sig, now, p.cfg.OwnLeaveWindow) {
+			continue
+		}
+		if !rescue && c.leftOnItsOwnWithin(b.BSSID, now, p.cfg.PingPongWindow) {
 			continue
 		}
 		out = append(out, candidate{b: b, signal: sig, tput: Throughput(sig, *b)})
@@ -406,6 +450,30 @@ func (c *Client) leftOnItsOwn(bssid string, sig float64, now time.Time, window t
 		}
 		if r.From == bssid && !r.Steered {
 			return math.IsNaN(r.FromSignal) || sig < r.FromSignal+6
+		}
+	}
+	return false
+}
+
+// leftOnItsOwnWithin reports whether the client roamed away from bssid by itself within window.
+func (c *Client) leftOnItsOwnWithin(bssid string, now time.Time, window time.Duration) bool {
+	for i := len(c.Roams) - 1; i >= 0; i-- {
+		r := c.Roams[i]
+		if now.Sub(r.At) > window {
+			return false
+		}
+		if r.From == bssid && !r.Steered {
+			return true
+		}
+	}
+	return false
+}
+
+// reportedSince reports whether a beacon report sample arrived at or after at.
+func (c *Client) reportedSince(at time.Time) bool {
+	for _, s := range c.Samples {
+		if s.Src == Report && !s.At.Before(at) {
+			return true
 		}
 	}
 	return false

@@ -1,6 +1,7 @@
 package steer
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -371,5 +372,188 @@ func TestUsteerTunedStateMachine(t *testing.T) {
 	}
 	if got[2].Kind != ActKick || at[2]-at[1] < 9*time.Second || at[2]-at[1] > 11*time.Second {
 		t.Errorf("third action %v at +%v; want a kick 10 s (roam_kick_delay) after the request", got[2].Kind, at[2]-at[1])
+	}
+}
+
+// TestConfirmBeforeSteer: an 802.11k client is steered only on a beacon report of the target
+// taken after the target started winning; a client that does not answer is steered on what
+// there is rather than never.
+func TestConfirmBeforeSteer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// later is the target's signal in the reports after the first (NaN: no answer).
+		later     float64
+		wantSteer bool
+	}{
+		{"target still strong", -50, true},
+		{"client walked away from the target", -85, false},
+		{"client does not answer", math.NaN(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := site()
+			// One measurement round at the start, then only the ones the policy asks for to
+			// confirm; samples stay usable for 20 s.
+			p := NewPolicy(Config{BeaconEvery: time.Hour, IdleBeaconEvery: time.Hour, MaxAge: 20 * time.Second, Settle: 12 * time.Second})
+			tr.Associated(t0, sta, a5, smart)
+			reports, confirms := 0, 0
+			var reportAt time.Time
+			var steer *Action
+			for now := t0; now.Before(t0.Add(40*time.Second)) && steer == nil; now = now.Add(time.Second) {
+				tr.Signal(now, sta, a5, -74, Uplink)
+				if !reportAt.IsZero() && !now.Before(reportAt) {
+					reportAt = time.Time{}
+					sig := -50.0
+					if reports > 0 {
+						sig = tc.later
+					}
+					reports++
+					if !math.IsNaN(sig) {
+						tr.Signal(now, sta, b5, sig, Report)
+						tr.Signal(now, sta, a24, -70, Report)
+						tr.Signal(now, sta, b24, -70, Report)
+					}
+				}
+				for _, a := range p.Decide(now, tr) {
+					tr.Steered(now, a)
+					switch a.Kind {
+					case ActBeaconRequest:
+						reportAt = now.Add(time.Second)
+						if a.Reason == "confirm" {
+							confirms++
+						}
+					default:
+						steer = &a
+					}
+				}
+			}
+			if confirms == 0 {
+				t.Errorf("no confirming beacon request; want one before steering on an 11 s old report")
+			}
+			if got := steer != nil; got != tc.wantSteer {
+				t.Errorf("steered = %v (%+v); want %v", got, steer, tc.wantSteer)
+			}
+			if steer != nil && (steer.Kind != ActSteer || steer.Candidates[0].BSSID != b5) {
+				t.Errorf("action = %+v; want a BSS transition request to %s", *steer, b5)
+			}
+		})
+	}
+}
+
+// TestNoSteerBackAfterOwnLeave: a client that left a BSS by itself is not steered back there
+// within the ping-pong window, however good it looks (its own roaming logic made the choice),
+// unless it is about to lose its link; afterwards it is.
+func TestNoSteerBackAfterOwnLeave(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		serving float64 // b5's signal after the roam
+		want    bool    // steered back within the window
+	}{
+		{"ordinary", -76, false},
+		{"about to lose the link", -84, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := site()
+			p := NewPolicy(Config{})
+			tr.Associated(t0, sta, a5, smart)
+			tr.Signal(t0, sta, a5, -75, Uplink)
+			tr.Associated(t0.Add(time.Second), sta, b5, smart) // its own roam
+			acts := run(tr, p, t0.Add(time.Second), 50*time.Second, func(time.Time) map[string]float64 {
+				return map[string]float64{a5: -45, b5: tc.serving}
+			})
+			s := steers(acts)
+			if got := len(s) > 0; got != tc.want {
+				t.Fatalf("steers within a minute of the client leaving %s by itself: %+v; want any: %v", a5, s, tc.want)
+			}
+			if tc.want {
+				return
+			}
+			acts = run(tr, p, t0.Add(70*time.Second), 20*time.Second, func(time.Time) map[string]float64 {
+				return map[string]float64{a5: -45, b5: tc.serving}
+			})
+			if s := steers(acts); len(s) == 0 || s[0].Candidates[0].BSSID != a5 {
+				t.Errorf("after the window: %+v; want a steer to %s", s, a5)
+			}
+		})
+	}
+}
+
+// TestWeakerFasterTarget: a faster BSS heard weaker than the serving one (5 GHz against
+// 2.4 GHz) is a target only when heard at WeakerTargetSignal or better: below it clients
+// wander back to the stronger BSS by themselves.
+func TestWeakerFasterTarget(t *testing.T) {
+	for _, tc := range []struct {
+		a5   float64
+		want bool
+	}{
+		{-64, false},
+		{-60, true},
+	} {
+		tr := site()
+		p := NewPolicy(Config{})
+		tr.Associated(t0, sta, a24, smart)
+		acts := run(tr, p, t0, 30*time.Second, func(time.Time) map[string]float64 {
+			return map[string]float64{a24: -50, a5: tc.a5, b24: -75, b5: -85}
+		})
+		s := steers(acts)
+		if got := len(s) > 0 && s[0].Candidates[0].BSSID == a5; got != tc.want {
+			t.Errorf("5 GHz at %v dBm, 2.4 GHz at -50 dBm: steers %+v; want a steer to 5 GHz: %v", tc.a5, s, tc.want)
+		}
+	}
+}
+
+// TestRetryHysteresis: after a client refused a request, the retry to the same target needs
+// only half the margins (the decision stands while the target stays clearly better), and the
+// report that confirms it is fetched before the backoff ends, so that the retry comes when the
+// backoff ends; a fresh decision needs the full margins.
+func TestRetryHysteresis(t *testing.T) {
+	tr := site()
+	p := NewPolicy(Config{})
+	tr.Associated(t0, sta, a5, smart)
+	var first, rejected, retry, confirm time.Time
+	for now := t0; now.Before(t0.Add(40*time.Second)) && retry.IsZero(); now = now.Add(time.Second) {
+		// 16 dB better until the first request, then 4 dB (25% more throughput): below the
+		// full margins (6 dB, 30%), above half of them.
+		b := -50.0
+		if !first.IsZero() {
+			b = -62
+		}
+		tr.Signal(now, sta, a5, -66, Uplink)
+		tr.Signal(now, sta, b5, b, Report)
+		for _, a := range p.Decide(now, tr) {
+			tr.Steered(now, a)
+			switch {
+			case a.Kind == ActBeaconRequest && a.Reason == "confirm" && !rejected.IsZero():
+				confirm = now
+			case a.Kind == ActSteer && first.IsZero():
+				first, rejected = now, now.Add(200*time.Millisecond)
+				tr.BTMResponse(rejected, sta, 7, "")
+			case a.Kind == ActSteer:
+				retry = now
+				if a.Candidates[0].BSSID != b5 {
+					t.Errorf("retry = %+v; want to %s", a, b5)
+				}
+				if s := tr.Client(sta).Samples[b5].Smoothed(); s-(-66) >= 6 {
+					t.Errorf("retry with the target %.1f dB better; want the test to use less than the full 6 dB", s+66)
+				}
+			}
+		}
+	}
+	if first.IsZero() || retry.IsZero() {
+		t.Fatalf("first request at %v, retry at %v; want both", first, retry)
+	}
+	backoffEnd := rejected.Add(p.Config().RejectBackoff)
+	if confirm.IsZero() || !confirm.Before(backoffEnd) {
+		t.Errorf("confirming report requested at %v; want before the backoff ends at %v", confirm, backoffEnd)
+	}
+	if d := retry.Sub(backoffEnd); d < 0 || d > time.Second {
+		t.Errorf("retry %v after the backoff ended; want within a tick", d)
+	}
+
+	// The same 4 dB without a refused request: no steer.
+	tr = site()
+	tr.Associated(t0, sta, a5, smart)
+	acts := run(tr, NewPolicy(Config{}), t0, 30*time.Second, func(time.Time) map[string]float64 { return map[string]float64{a5: -66, b5: -62} })
+	if s := steers(acts); len(s) != 0 {
+		t.Errorf("steers %+v for a 4 dB better BSS; want none", s)
 	}
 }

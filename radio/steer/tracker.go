@@ -11,12 +11,20 @@
 //   - Policy is Meshroot's: every BSS is scored by the throughput a client would get there (its
 //     estimated signal through a rate table for the band's width, less the BSS's load), and a
 //     client is steered when another BSS is clearly better — by a throughput gain and a signal
-//     margin, seen twice in a row on fresh measurements — with 802.11k beacon requests fetched
-//     when they are needed; per-client history (a settling time after every roam, a doubled
-//     margin to go back to a BSS left within a minute, a freeze after repeated roams) keeps
-//     clients from ping-ponging. Clients that reject or ignore BSS transition requests are
-//     retried with backoff and, when Config.Kick allows it, deauthenticated with a short block
-//     on the BSSes they should leave, deterministically within Config.FallbackAfter.
+//     margin, seen twice in a row on fresh measurements and, for 802.11k clients, confirmed by
+//     a beacon report taken after it started winning — with 802.11k beacon requests fetched
+//     when they are needed; a faster BSS heard weaker than the serving one must be heard at
+//     -62 dBm or better. Per-client history (a settling time after every roam, a doubled
+//     margin to go back to a BSS left within a minute, no steering back at all to a BSS the
+//     client left by itself within a minute, a freeze after repeated roams) keeps clients
+//     from ping-ponging. Clients that reject or ignore BSS transition requests are retried
+//     with backoff (the decision holding while the target keeps half the margins, its
+//     confirming report fetched before the backoff ends) and, when Config.Kick allows it,
+//     deauthenticated with a short block on the BSSes they should leave, deterministically
+//     within Config.FallbackAfter. On steersim's hour-long traces it keeps 92-97% of 802.11v
+//     clients on their best BSS (with kicks; usteer tuned: 71-82%) at about usteer's
+//     ping-pong rate (3% of roams), roaming them 1.3-1.6 times as often (see
+//     radio/steer/steersim).
 //   - Usteer reproduces OpenWrt usteer's policy (policy.c, band_steering.c, main.c defaults):
 //     the roam state machine (SCAN with beacon requests every roam_scan_interval, SCAN_DONE,
 //     BSS transition request with aggressiveness 3's disassociation imminent and timer, kick
@@ -159,7 +167,12 @@ type Client struct {
 	lastBeacon time.Time
 	streak     string // candidate seen better in a row
 	streakN    int
-	us         usteerState
+	streakAt   time.Time
+	// asked is the first target of the last BSS transition request, askedAt when it was sent;
+	// cleared when the client changes BSS.
+	asked   string
+	askedAt time.Time
+	us      usteerState
 }
 
 // pending is a steering request in flight.
@@ -298,6 +311,7 @@ func (t *Tracker) Associated(at time.Time, mac, bssid string, caps Caps) {
 			}
 		}
 		c.BSS, c.Since, c.lastBSS = bssid, at, bssid
+		c.asked = ""
 		// usteer keeps its roaming state per station and node: a new node starts afresh.
 		c.us = usteerState{connectedSince: at, kickCount: c.us.kickCount}
 	}
@@ -377,6 +391,9 @@ func (t *Tracker) Steered(at time.Time, a Action) {
 		c.pending = &pending{ID: a.ID, From: a.From, Targets: a.Targets(), At: at, Until: at.Add(a.Wait), Kick: a.Kind == ActKick,
 			Reason: a.Reason, Imminent: a.DisassocImminent, TimerTBTT: a.DisassocTimer}
 		c.lastSteer = at
+		if a.Kind == ActSteer && len(a.Candidates) > 0 {
+			c.asked, c.askedAt = a.Candidates[0].BSSID, at
+		}
 		if a.Kind == ActKick {
 			c.lastKick = at
 			c.kicks++

@@ -28,6 +28,8 @@ type Options struct {
 	// Debug, when set, receives a line for every second a client spends off its best BSS
 	// beyond Grace, and every action (for investigations).
 	Debug func(string)
+	// Record keeps every roam in Result.RoamLog (for investigations of ping-pong).
+	Record bool
 }
 
 func (o Options) withDefaults() Options {
@@ -78,9 +80,33 @@ type Result struct {
 	// Actions by kind, and the share of client-time without an association.
 	Steers, Kicks, BeaconRequests int
 	Disconnected                  float64
+	// RoamLog is every roam, in order (only with Options.Record).
+	RoamLog []RoamRecord
 	// Fallback is, for every kick of an 802.11v client, the time since the first BSS transition
 	// request it did not follow (requests within a kick's rate limit of 5 minutes excluded).
 	Fallback []time.Duration
+}
+
+// RoamRecord is one roam of a run.
+type RoamRecord struct {
+	// At is the time into the trace.
+	At       time.Duration
+	Client   string
+	Kind     Kind
+	From, To string
+	// Cause is why the client moved: "steered" (it followed a BSS transition request),
+	// "trigger" (its own roaming threshold), "background" (a background scan found a better
+	// BSS), "lost" (its link was gone), "disassoc" (the AP's disassociation timer), "kicked".
+	Cause string
+	// Reason is the reason of the last steering action for the client before the roam.
+	Reason string
+	// FromMean and ToMean are the true local-mean signals (no fading) of From and To;
+	// FromTruth and ToTruth with fading.
+	FromMean, ToMean, FromTruth, ToTruth float64
+	// ToBest: To was a best BSS at the roam; FromBest: From was.
+	ToBest, FromBest bool
+	// Back: for a ping-pong, how long ago the client left To (0 otherwise).
+	Back time.Duration
 }
 
 // PingPongRate is the share of roams that were ping-pongs.
@@ -129,7 +155,7 @@ type simClient struct {
 	connectTo  string
 	connectAt  time.Time
 	scanUntil  time.Time
-	scanThen   string // "roam", "connect", "btm"
+	scanThen   string // "trigger", "background", "connect", "btm"
 	lastScan   time.Time
 	nextBg     time.Time
 	cache      map[string]cacheEntry
@@ -148,6 +174,9 @@ type simClient struct {
 	lastKick       time.Time
 	offBestSince   time.Time
 	lastBSS        string
+	// why is the cause of the association under way (RoamRecord.Cause); reason the last
+	// steering action's reason.
+	why, reason string
 }
 
 // Run plays a trace with a policy (nil: clients alone, no steering).
@@ -184,6 +213,16 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 		return cp
 	}
 	usable := func(c *simClient, b steer.BSS) bool { return b.Band == steer.Band24 || c.spec.FiveG }
+	// bestThroughput is the throughput a BSS needs to count as best for c now.
+	bestThroughput := func(c *simClient) float64 {
+		bestT := 0.0
+		for _, b := range tr.Site.BSSes {
+			if usable(c, b) {
+				bestT = math.Max(bestT, steer.Throughput(c.mean[b.BSSID]-opt.BestTolerance, b))
+			}
+		}
+		return bestT
+	}
 	// choose is the client's own choice: the strongest BSS it knows of, 5 GHz preferred when
 	// heard above -70 dBm, skipping BSSes that refused it.
 	choose := func(now time.Time, c *simClient) string {
@@ -227,7 +266,9 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 		}
 		if from != "" && from != to {
 			res.Roams++
+			var back time.Duration
 			if left, ok := c.leftAt[to]; ok && now.Sub(left) < time.Minute {
+				back = now.Sub(left)
 				res.PingPongs++
 				switch {
 				case c.steeredTo == to:
@@ -239,12 +280,23 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 					opt.Debug(fmt.Sprintf("%v PINGPONG %s %s -> %s (left %v ago) mean from %.0f to %.0f", now.Sub(epoch), c.spec.MAC[12:], from[12:], to[12:], now.Sub(left), c.mean[from], c.mean[to]))
 				}
 			}
+			if opt.Record {
+				why := c.why
+				if c.steeredTo == to {
+					why = "steered"
+				}
+				bestT := bestThroughput(c)
+				res.RoamLog = append(res.RoamLog, RoamRecord{At: now.Sub(epoch), Client: c.spec.MAC, Kind: c.spec.Kind, From: from, To: to,
+					Cause: why, Reason: c.reason, FromMean: c.mean[from], ToMean: c.mean[to], FromTruth: c.truth[from], ToTruth: c.truth[to],
+					FromBest: steer.Throughput(c.mean[from], bss[from]) >= bestT, ToBest: steer.Throughput(c.mean[to], bss[to]) >= bestT, Back: back})
+			}
 		}
 		if c.bss != "" {
 			c.leftAt[c.bss] = now
 			t.Disassociated(now, c.spec.MAC, c.bss)
 		}
 		c.arrivedSteered = c.steeredTo == to
+		c.why = ""
 		c.bss, c.lastBSS = to, to
 		c.btm, c.disTimer, c.steeredTo, c.firstSteer = nil, time.Time{}, "", time.Time{}
 		t.Associated(now, c.spec.MAC, to, caps(c))
@@ -267,6 +319,7 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 			}
 		case steer.ActSteer:
 			res.Steers++
+			c.reason = a.Reason
 			if c.firstSteer.IsZero() || now.Sub(c.lastSteer) > time.Minute {
 				c.firstSteer = now
 			}
@@ -291,7 +344,7 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 				blocked[[2]string{c.spec.MAC, b}] = now.Add(a.BlockFor)
 			}
 			leave(now, c)
-			c.connectTo, c.connectAt = "", now.Add(time.Second)
+			c.connectTo, c.connectAt, c.why, c.reason = "", now.Add(time.Second), "kicked", a.Reason
 		}
 	}
 
@@ -329,7 +382,7 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 				switch c.scanThen {
 				case "connect":
 					c.connectTo, c.connectAt = choose(now, c), now.Add(100*time.Millisecond)
-				case "roam":
+				case "trigger", "background":
 					if c.bss != "" {
 						cur := c.truth[c.bss]
 						delta := 12.0
@@ -340,7 +393,7 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 							delta = 8
 						}
 						if to := choose(now, c); to != "" && to != c.bss && c.cache[to].sig >= cur+delta {
-							c.connectTo, c.connectAt = to, now.Add(150*time.Millisecond)
+							c.connectTo, c.connectAt, c.why = to, now.Add(150*time.Millisecond), c.scanThen
 						}
 					}
 				case "btm":
@@ -376,12 +429,12 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 				switch {
 				case cur < -90:
 					leave(now, c)
-					c.connectAt = now.Add(500 * time.Millisecond)
+					c.connectAt, c.why = now.Add(500*time.Millisecond), "lost"
 				case !c.disTimer.IsZero() && !now.Before(c.disTimer) && c.disFrom == c.bss:
 					// hostapd disassociates after the BSS transition request's timer.
 					c.disTimer = time.Time{}
 					leave(now, c)
-					c.connectAt = now.Add(500 * time.Millisecond)
+					c.connectAt, c.why = now.Add(500*time.Millisecond), "disassoc"
 				}
 			}
 			if c.bss != "" && c.scanUntil.IsZero() && c.connectAt.IsZero() {
@@ -434,10 +487,10 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 				// The client's own roaming and background scans.
 				if c.btm == nil && c.connectAt.IsZero() && c.scanUntil.IsZero() {
 					if c.truth[c.bss] < c.spec.RoamTrigger && now.Sub(c.lastScan) >= 15*time.Second {
-						scan(now, c, "roam")
+						scan(now, c, "trigger")
 					} else if !now.Before(c.nextBg) {
 						c.nextBg = now.Add(time.Duration(120+c.rng.IntN(180)) * time.Second)
-						scan(now, c, "roam")
+						scan(now, c, "background")
 					}
 				}
 			}
@@ -448,12 +501,7 @@ func Run(tr Trace, d steer.Decider, opt Options) Result {
 				continue
 			}
 			connected += step.Seconds()
-			bestT := 0.0
-			for _, b := range tr.Site.BSSes {
-				if usable(c, b) {
-					bestT = math.Max(bestT, steer.Throughput(c.mean[b.BSSID]-opt.BestTolerance, b))
-				}
-			}
+			bestT := bestThroughput(c)
 			on := steer.Throughput(c.mean[c.bss], bss[c.bss]) >= bestT
 			if on {
 				c.offBestSince = time.Time{}

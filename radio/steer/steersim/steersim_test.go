@@ -39,6 +39,7 @@ func TestDeterministic(t *testing.T) {
 // BSS (within 10 s) at least 90% of the time, clearly more than usteer (tuned, and as
 // shipped) and than clients alone, without causing more than a few ping-pongs.
 func TestPolicyOnTraces(t *testing.T) {
+	var oursPP, oursRoams, tunedPP, tunedRoams int
 	for _, tr := range traces(t, 1, 30*time.Minute) {
 		ours := Run(tr, steer.NewPolicy(steer.Config{}), Options{})
 		tuned := Run(tr, steer.NewUsteer("usteer-tuned", steer.UsteerTuned()), Options{})
@@ -59,6 +60,49 @@ func TestPolicyOnTraces(t *testing.T) {
 		if ours.RoamsPerClientHour() > 0 && float64(ours.SteeredPingPongs)/ours.ClientHours > 2 {
 			t.Errorf("%s: %d steered ping-pongs in %.1f client-hours; want at most 2 per client-hour", tr.Name, ours.SteeredPingPongs, ours.ClientHours)
 		}
+		oursPP, oursRoams = oursPP+ours.PingPongs, oursRoams+ours.Roams
+		tunedPP, tunedRoams = tunedPP+tuned.PingPongs, tunedRoams+tuned.Roams
+	}
+	// Over all traces (a trace alone has a handful of ping-pongs): about usteer's rate, though
+	// we move clients more often.
+	ours, tuned := float64(oursPP)/float64(oursRoams), float64(tunedPP)/float64(tunedRoams)
+	if ours > tuned+0.015 {
+		t.Errorf("ping-pong rate %.1f%% (%d of %d roams) vs usteer tuned %.1f%% (%d of %d); want at most 1.5 points more", 100*ours, oursPP, oursRoams, 100*tuned, tunedPP, tunedRoams)
+	}
+}
+
+// TestRoamLog: the recorded roams match the counts, and Meshroot's policy never steers a
+// client back to a BSS it left by itself less than a minute before (its own roaming logic
+// chose; a client about to lose its link, below -80 dBm, excepted).
+func TestRoamLog(t *testing.T) {
+	causes := map[string]bool{"steered": true, "trigger": true, "background": true, "lost": true, "disassoc": true, "kicked": true}
+	for _, tr := range traces(t, 1, 30*time.Minute) {
+		r := Run(tr, steer.NewPolicy(steer.Config{Kick: true}), Options{Record: true})
+		if len(r.RoamLog) != r.Roams {
+			t.Errorf("%s: %d roams recorded; want %d", tr.Name, len(r.RoamLog), r.Roams)
+		}
+		own := map[[2]string]time.Duration{} // client, BSS → when it left by itself
+		pp := 0
+		for _, x := range r.RoamLog {
+			if !causes[x.Cause] {
+				t.Errorf("%s: roam %+v: cause %q unknown", tr.Name, x, x.Cause)
+			}
+			if x.Back > 0 {
+				pp++
+			}
+			if left, ok := own[[2]string{x.Client, x.To}]; ok && x.Cause == "steered" && x.At-left < time.Minute && x.FromMean >= -80 {
+				t.Errorf("%s: %s steered back to %s %v after it left by itself: %+v", tr.Name, x.Client, x.To, x.At-left, x)
+			}
+			if x.Cause != "steered" && x.Cause != "kicked" {
+				own[[2]string{x.Client, x.From}] = x.At
+			}
+		}
+		if pp != r.PingPongs {
+			t.Errorf("%s: %d recorded returns; want the %d ping-pongs", tr.Name, pp, r.PingPongs)
+		}
+	}
+	if r := Run(traces(t, 1, 10*time.Minute)[0], steer.NewPolicy(steer.Config{}), Options{}); r.RoamLog != nil {
+		t.Errorf("roams recorded without Options.Record: %d", len(r.RoamLog))
 	}
 }
 
@@ -90,8 +134,9 @@ func TestFallback(t *testing.T) {
 
 // BenchmarkSteering plays every standard trace (an hour each) with Meshroot's policy, with and
 // without the kick fallback, and the baselines (usteer as shipped, usteer tuned, clients alone),
-// reporting per trace and policy the share of 802.11v clients on their best BSS within 10 s,
-// the ping-pong rate and the roaming rate; and the ratio of ours to tuned usteer.
+// reporting per trace and policy the share of 802.11v clients on their best BSS within 10 s
+// (all of them, and the smart ones that follow requests), the ping-pong rate and the roaming
+// rate; and the ratio of ours to tuned usteer.
 func BenchmarkSteering(b *testing.B) {
 	for range b.N {
 		trs, err := Traces(1)
@@ -123,6 +168,7 @@ func BenchmarkSteering(b *testing.B) {
 			for _, n := range names {
 				r := results[n]
 				b.ReportMetric(100*r.OnBest, fmt.Sprintf("%s/%s-onbest%%", tr.Name, n))
+				b.ReportMetric(100*r.OnBestByKind[Smart], fmt.Sprintf("%s/%s-smart-onbest%%", tr.Name, n))
 				b.ReportMetric(100*r.PingPongRate(), fmt.Sprintf("%s/%s-pingpong%%", tr.Name, n))
 				b.ReportMetric(r.RoamsPerClientHour(), fmt.Sprintf("%s/%s-roams/client-h", tr.Name, n))
 			}
