@@ -413,6 +413,7 @@ func (r *Router) runWAN(ctx context.Context, up func()) error {
 	r.mu.Lock()
 	r.wan = w
 	r.mu.Unlock()
+	w.Subscribe(shipOnWANUp(r.ship))
 	return w.Run(ctx, up)
 }
 
@@ -744,9 +745,35 @@ func (r *Router) runLogship(ctx context.Context, up func()) error {
 		if cl == nil {
 			return nil
 		}
-		return cl.PostLogs
+		return func(ctx context.Context, body []byte) error {
+			err := cl.PostLogs(ctx, body)
+			if err != nil {
+				// The upload's connection may be the one that died with the uplink: drop the
+				// idle ones so the retry dials afresh (one busy with the profile long poll is
+				// left to TCP_USER_TIMEOUT, see provision/agent's dialer).
+				cl.Close()
+			}
+			return err
+		}
 	})
 	return nil
+}
+
+// shipOnWANUp returns a WAN subscriber that asks the shipper for an upload when the uplink
+// comes up or changes its address: the backlog of an outage leaves then, not on the shipper's
+// next retry.
+func shipOnWANUp(ship *logship.Shipper) func(wan.State) {
+	var last netip.Prefix // the address of the last Up state (the service calls from one goroutine)
+	return func(st wan.State) {
+		if !st.Up() {
+			last = netip.Prefix{}
+			return
+		}
+		if st.Address != last {
+			last = st.Address
+			ship.Kick()
+		}
+	}
 }
 
 // --- status document ---

@@ -7,6 +7,12 @@
 // /metrics). An upload that fails puts its lines back in front of newer ones (within the bounds),
 // so delivery is at least once and in order.
 //
+// After a failed upload the next one comes after 1 s, doubling up to the upload interval (not a
+// whole interval later), and a Kick (the device kicks when the WAN comes up) abandons an upload
+// stuck in flight while uploads are failing: the backlog of a WAN outage leaves within seconds of
+// the uplink's return. (The mTLS client's connections have TCP_USER_TIMEOUT and keepalive, see
+// provision/agent, so a connection that died with the uplink does not hold the uploads.)
+//
 // Delivery is at least once: an upload whose answer is lost (the uplink fails while it is in
 // flight, and the HTTP client's retry or ours sends it again) reaches the cloud twice. Every line
 // therefore carries "log_id": "<boot id>-<sequence>", unique per device boot, so the ingest (or
@@ -20,10 +26,11 @@ package logship
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +51,10 @@ type Config struct {
 	// 12 s: shorter than the mTLS client's 15 s attempt, so a dead uplink costs one attempt per
 	// upload, not a pile of retries that all arrive when it comes back).
 	Interval, Timeout time.Duration
+	// Retry is the pause after a failed upload (default 1 s); it doubles with every further
+	// failure up to Interval (with jitter: uniform in [d/2, d]), so a backlog leaves soon after
+	// the uplink returns instead of on the next Interval tick. A success goes back to Interval.
+	Retry time.Duration
 	// Now is the clock for the dropped-lines line (default time.Now).
 	Now func() time.Time
 }
@@ -76,6 +87,8 @@ type Shipper struct {
 	wake       chan struct{}
 	boot       string // this boot's id for log_id
 	seq        uint64
+	failing    bool               // the last upload failed
+	abort      context.CancelFunc // cancels the upload in flight while failing
 }
 
 // New returns a shipper.
@@ -95,11 +108,15 @@ func New(cfg Config) *Shipper {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 12 * time.Second
 	}
+	if cfg.Retry <= 0 {
+		cfg.Retry = time.Second
+	}
+	cfg.Retry = min(cfg.Retry, cfg.Interval)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	var b [4]byte
-	rand.Read(b[:])
+	crand.Read(b[:])
 	return &Shipper{cfg: cfg, wake: make(chan struct{}, 1), boot: hex.EncodeToString(b[:])}
 }
 
@@ -209,8 +226,18 @@ func (s *Shipper) Stats() Stats {
 	return st
 }
 
-// Kick asks for an upload now (e.g. when the device just enrolled).
+// Kick asks for an upload now (e.g. when the device just enrolled, or the WAN came up). While
+// uploads are failing, an upload in flight is abandoned (its lines go back in front) and the
+// new one starts at once: after the uplink returns, the one in flight is likely stuck on the
+// dead path or in its client's retry pause. (Should it have reached the cloud after all, the
+// lines arrive twice, with the same log_ids.)
 func (s *Shipper) Kick() {
+	s.mu.Lock()
+	if s.abort != nil {
+		s.abort()
+		s.abort = nil
+	}
+	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -265,11 +292,25 @@ func (s *Shipper) giveBack(body []byte, dropped uint64) {
 	s.lines, s.bytes = all, size
 }
 
+// retryDelay is the pause before the next upload after failures consecutive failed ones:
+// Retry doubled per further failure up to Interval, with jitter (uniform in [d/2, d]) so that a
+// fleet coming back from the same outage does not retry in step.
+func (s *Shipper) retryDelay(failures int) time.Duration {
+	d := s.cfg.Retry
+	for i := 1; i < failures && d < s.cfg.Interval; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.Interval)
+	return d/2 + rand.N(d/2+1)
+}
+
 // Run uploads every Interval (or when kicked) while poster returns a Poster (nil: not enrolled
-// yet, keep buffering), until ctx ends.
+// yet, keep buffering), until ctx ends. After a failed upload the next one comes after
+// retryDelay (1 s, 2 s, 4 s ... Interval), not a whole Interval later.
 func (s *Shipper) Run(ctx context.Context, poster func() Poster) {
-	t := time.NewTicker(s.cfg.Interval)
+	t := time.NewTimer(s.cfg.Interval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -277,32 +318,49 @@ func (s *Shipper) Run(ctx context.Context, poster func() Poster) {
 		case <-t.C:
 		case <-s.wake:
 		}
-		post := poster()
-		if post == nil {
-			continue
-		}
-		for ctx.Err() == nil {
-			body, n, dropped := s.take()
-			if body == nil {
-				break
-			}
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-			err := post(pctx, body)
-			cancel()
-			s.mu.Lock()
-			s.stats.Uploads++
-			if err != nil {
-				s.stats.Failures++
-				s.stats.LastError = err.Error()
+		next := s.cfg.Interval
+		if post := poster(); post != nil {
+			if s.upload(ctx, post) {
+				failures = 0
 			} else {
-				s.stats.Shipped += uint64(n)
-				s.stats.LastOK, s.stats.LastError = s.cfg.Now(), ""
+				failures++
+				next = s.retryDelay(failures)
 			}
-			s.mu.Unlock()
-			if err != nil {
-				s.giveBack(body, dropped)
-				break
-			}
+		}
+		t.Reset(next) // Go 1.23 timers: no stale tick survives Reset
+	}
+}
+
+// upload sends the buffer in batches until it is empty or an upload fails (false).
+func (s *Shipper) upload(ctx context.Context, post Poster) bool {
+	for ctx.Err() == nil {
+		body, n, dropped := s.take()
+		if body == nil {
+			return true
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		s.mu.Lock()
+		if s.failing {
+			s.abort = cancel
+		}
+		s.mu.Unlock()
+		err := post(pctx, body)
+		cancel()
+		s.mu.Lock()
+		s.abort, s.failing = nil, err != nil
+		s.stats.Uploads++
+		if err != nil {
+			s.stats.Failures++
+			s.stats.LastError = err.Error()
+		} else {
+			s.stats.Shipped += uint64(n)
+			s.stats.LastOK, s.stats.LastError = s.cfg.Now(), ""
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.giveBack(body, dropped)
+			return false
 		}
 	}
+	return true
 }

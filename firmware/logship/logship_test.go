@@ -196,3 +196,174 @@ func TestLogIDs(t *testing.T) {
 		t.Errorf("two shippers share a boot id")
 	}
 }
+
+// flaky fails its first n uploads (a dead connection, the uplink still down), then takes them.
+type flaky struct {
+	mu       sync.Mutex
+	n        int
+	attempts []string
+	ok       []string
+}
+
+func (f *flaky) post(_ context.Context, b []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.attempts = append(f.attempts, string(b))
+	if len(f.attempts) <= f.n {
+		return errors.New("post logs: context deadline exceeded")
+	}
+	f.ok = append(f.ok, string(b))
+	return nil
+}
+
+func (f *flaky) delivered() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.ok...)
+}
+
+// A failed upload is retried after Retry (doubling), not on the next Interval tick: with an
+// Interval of an hour the backlog still leaves as soon as the poster works again, once, with
+// the log_ids it had.
+func TestRetryAfterFailureWithoutWaitingForInterval(t *testing.T) {
+	s := New(Config{Interval: time.Hour, Retry: 5 * time.Millisecond})
+	f := &flaky{n: 3}
+	run(t, s, func() Poster { return f.post })
+	for i := range 3 {
+		fmt.Fprintf(s, `{"msg":"during the outage %d"}`, i)
+	}
+	s.Kick() // the only kick: the retries must come by themselves
+	waitFor(t, "the backlog after 3 failed uploads", func() bool { return len(f.delivered()) > 0 })
+	f.mu.Lock()
+	attempts, ok := f.attempts, f.ok
+	f.mu.Unlock()
+	if len(attempts) != 4 || len(ok) != 1 {
+		t.Fatalf("uploads = %d, delivered %d; want 3 failures then 1 success", len(attempts), len(ok))
+	}
+	for i, a := range attempts[:3] {
+		if a != ok[0] {
+			t.Errorf("failed upload %d = %q; want the same lines and log_ids as the delivered one %q", i, a, ok[0])
+		}
+	}
+	if got := strings.Count(ok[0], `"log_id"`); got != 3 {
+		t.Errorf("delivered %q; want the 3 lines once each", ok[0])
+	}
+	if st := s.Stats(); st.Uploads != 4 || st.Failures != 3 || st.Shipped != 3 || st.Pending != 0 || st.LastError != "" {
+		t.Errorf("Stats() = %+v; want 4 uploads, 3 failures, 3 shipped, none pending, no error", st)
+	}
+}
+
+// After a success the shipper waits for Interval again (no busy retrying with nothing wrong).
+func TestNoRetryAfterSuccess(t *testing.T) {
+	s := New(Config{Interval: time.Hour, Retry: time.Millisecond})
+	f := &flaky{}
+	run(t, s, func() Poster { return f.post })
+	s.Write([]byte(`{"msg":"a"}`))
+	s.Kick()
+	waitFor(t, "the upload", func() bool { return len(f.delivered()) == 1 })
+	s.Write([]byte(`{"msg":"b"}`))
+	time.Sleep(50 * time.Millisecond)
+	if got := len(f.delivered()); got != 1 {
+		t.Errorf("uploads before the next Interval = %d; want 1", got)
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	s := New(Config{Interval: 10 * time.Second, Retry: time.Second})
+	for _, tc := range []struct {
+		failures int
+		max      time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {4, 8 * time.Second}, {5, 10 * time.Second}, {1000, 10 * time.Second}} {
+		for range 50 {
+			if d := s.retryDelay(tc.failures); d < tc.max/2 || d > tc.max {
+				t.Fatalf("retryDelay(%d) = %v; want in [%v, %v]", tc.failures, d, tc.max/2, tc.max)
+			}
+		}
+	}
+	if d := New(Config{Interval: 100 * time.Millisecond}).retryDelay(1); d > 100*time.Millisecond {
+		t.Errorf("retryDelay(1) with Interval 100ms = %v; want at most the Interval", d)
+	}
+}
+
+// stuck fails its first upload, hangs in the second until its context ends (a connection that
+// died with the WAN), and takes the rest.
+type stuck struct {
+	mu    sync.Mutex
+	calls int
+	ok    []string
+}
+
+func (p *stuck) post(ctx context.Context, b []byte) error {
+	p.mu.Lock()
+	p.calls++
+	n := p.calls
+	p.mu.Unlock()
+	switch n {
+	case 1:
+		return errors.New("connect: network is unreachable")
+	case 2:
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ok = append(p.ok, string(b))
+	return nil
+}
+
+func (p *stuck) state() (int, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls, len(p.ok)
+}
+
+// A kick (the WAN came up) while uploads fail abandons the upload in flight and sends again at
+// once, instead of waiting out its Timeout.
+func TestKickRestartsStuckUploadWhileFailing(t *testing.T) {
+	s := New(Config{Interval: time.Hour, Retry: time.Millisecond, Timeout: time.Hour})
+	p := &stuck{}
+	run(t, s, func() Poster { return p.post })
+	s.Write([]byte(`{"msg":"during the outage"}`))
+	s.Kick()
+	waitFor(t, "the second upload in flight", func() bool { c, _ := p.state(); return c == 2 })
+	s.Kick()
+	waitFor(t, "the upload after the kick", func() bool { _, ok := p.state(); return ok == 1 })
+	if st := s.Stats(); st.Uploads != 3 || st.Failures != 2 || st.Shipped != 1 || st.Pending != 0 {
+		t.Errorf("Stats() = %+v; want 3 uploads, 2 failed, 1 line shipped", st)
+	}
+}
+
+// A kick while uploads succeed leaves the upload in flight alone.
+func TestKickKeepsHealthyUpload(t *testing.T) {
+	s := New(Config{Interval: time.Hour, Timeout: time.Hour})
+	release := make(chan struct{})
+	var calls sync.WaitGroup
+	calls.Add(1)
+	var mu sync.Mutex
+	var errs []error
+	post := func(ctx context.Context, b []byte) error {
+		calls.Done()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			mu.Lock()
+			errs = append(errs, ctx.Err())
+			mu.Unlock()
+			return ctx.Err()
+		}
+	}
+	run(t, s, func() Poster { return post })
+	s.Write([]byte(`{"msg":"a"}`))
+	s.Kick()
+	calls.Wait()
+	s.Kick()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	waitFor(t, "the upload", func() bool { return s.Stats().Shipped == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) != 0 {
+		t.Errorf("a kick with uploads healthy cancelled the upload in flight: %v", errs)
+	}
+}

@@ -493,7 +493,7 @@ func (a *Agent) ensureEnrolled(ctx context.Context) error {
 		a.log.Info("enrolled", "site", c.SiteID)
 		creds = c
 	}
-	cl, err := enroll.NewClient(creds, a.key, enroll.Options{Backoff: a.cfg.Backoff, Logger: a.log, Dial: a.cfg.Dial})
+	cl, err := enroll.NewClient(creds, a.key, enroll.Options{Backoff: a.cfg.Backoff, Logger: a.log, Dial: a.clientDial()})
 	if err != nil {
 		return fmt.Errorf("agent: credentials: %w", err)
 	}
@@ -593,7 +593,7 @@ func (a *Agent) renewIfDue(ctx context.Context, cl *enroll.Client) *enroll.Clien
 		a.log.Error("cannot keep the renewed certificate", "err", err.Error())
 		return cl
 	}
-	ncl, err := enroll.NewClient(n, a.key, enroll.Options{Backoff: a.cfg.Backoff, Logger: a.log, Dial: a.cfg.Dial})
+	ncl, err := enroll.NewClient(n, a.key, enroll.Options{Backoff: a.cfg.Backoff, Logger: a.log, Dial: a.clientDial()})
 	if err != nil {
 		a.log.Error("renewed certificate unusable", "err", err.Error())
 		return cl

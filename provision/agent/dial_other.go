@@ -1,0 +1,7 @@
+//go:build !linux
+
+package agent
+
+import "syscall"
+
+func setUserTimeout(syscall.RawConn) error { return nil }
