@@ -11,17 +11,14 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
+
+	"meshroot/radio/internal/vmkit/guest"
 )
 
 func main() {
@@ -34,41 +31,12 @@ func main() {
 	}
 }
 
-// Check is one result line.
-type Check struct {
-	Name   string `json:"check"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
-	// Ms is how long the check took.
-	Ms int64 `json:"ms"`
-}
-
-// Done is the summary line.
-type Done struct {
-	OK     bool `json:"ok"`
-	Checks int  `json:"checks"`
-	Failed int  `json:"failed"`
-}
-
-type reporter struct {
-	w      io.Writer
-	checks int
-	failed int
-}
-
-func (r *reporter) report(name string, start time.Time, err error, detail string) {
-	c := Check{Name: name, OK: err == nil, Detail: detail, Ms: time.Since(start).Milliseconds()}
-	if err != nil {
-		c.Detail = err.Error()
-		if detail != "" {
-			c.Detail += " (" + detail + ")"
-		}
-		r.failed++
-	}
-	r.checks++
-	b, _ := json.Marshal(c)
-	fmt.Fprintf(r.w, "RADIOTEST %s\n", b)
-}
+// The console lines (see package guest): checks and the summary.
+type (
+	Check    = guest.Check
+	Done     = guest.Done
+	reporter = guest.Reporter
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("radiotest", flag.ContinueOnError)
@@ -79,66 +47,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	rep := &reporter{w: stdout}
+	rep := guest.NewReporter(stdout, "RADIOTEST")
 	if *bundle != "" {
 		t := time.Now()
-		n, err := unpack(*bundle, "/")
-		rep.report("bundle", t, err, fmt.Sprintf("%d files from %s", n, *bundle))
+		n, err := guest.Unpack(*bundle, "/")
+		rep.Report("bundle", t, err, fmt.Sprintf("%d files from %s", n, *bundle))
 		if err != nil {
 			return err
 		}
 	}
 	err := scenario(ctx, rep, *hostapdBin, *radar)
-	d := Done{OK: err == nil && rep.failed == 0, Checks: rep.checks, Failed: rep.failed}
-	b, _ := json.Marshal(d)
-	fmt.Fprintf(stdout, "RADIOTEST-DONE %s\n", b)
+	rep.Done(err)
 	return err
-}
-
-// unpack extracts the regular files of a tar archive under root. Only paths below usr/, lib/,
-// lib64/ and etc/ are accepted; the archive may be followed by padding (a block device).
-func unpack(archive, root string) (int, error) {
-	f, err := os.Open(archive)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	n := 0
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("%s: %w", archive, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		name := filepath.Clean("/" + h.Name)
-		ok := false
-		for _, p := range []string{"/usr/", "/lib/", "/lib64/", "/etc/"} {
-			ok = ok || strings.HasPrefix(name, p)
-		}
-		if !ok {
-			return n, fmt.Errorf("%s: %q outside the allowed directories", archive, h.Name)
-		}
-		dst := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return n, err
-		}
-		out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o755)
-		if err != nil {
-			return n, err
-		}
-		_, err = io.Copy(out, tr)
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return n, fmt.Errorf("%s: %w", dst, err)
-		}
-		n++
-	}
 }

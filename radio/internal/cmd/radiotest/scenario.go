@@ -20,6 +20,7 @@ import (
 
 	"meshroot/radio/chanplan"
 	"meshroot/radio/hostapd"
+	"meshroot/radio/internal/vmkit/guest"
 	"meshroot/radio/manager"
 	"meshroot/radio/nl80211"
 )
@@ -39,21 +40,9 @@ func mustSpec(freq, width int) chanplan.Spec {
 	return s
 }
 
-// poll runs f until it returns nil or the timeout passes.
+// poll runs f every 200 ms until it returns nil or the timeout passes.
 func poll(ctx context.Context, timeout time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %v: %w", timeout, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return guest.Poll(ctx, timeout, 200*time.Millisecond, f)
 }
 
 // waitEvent waits for an event named one of names, returning it and the events seen before it.
@@ -108,14 +97,14 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 		}
 	}
 	out, err := exec.CommandContext(ctx, modprobe, "mac80211_hwsim", "radios=3").CombinedOutput()
-	rep.report("modprobe", t, err, strings.TrimSpace(string(out)))
+	rep.Report("modprobe", t, err, strings.TrimSpace(string(out)))
 	if err != nil {
 		return err
 	}
 
 	nl, err := nl80211.Open()
 	if err != nil {
-		rep.report("nl80211", time.Now(), err, "")
+		rep.Report("nl80211", time.Now(), err, "")
 		return err
 	}
 	defer nl.Close()
@@ -135,7 +124,7 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 		}
 		return nil
 	})
-	rep.report("interfaces", t, err, fmt.Sprintf("%d interfaces", len(ifs)))
+	rep.Report("interfaces", t, err, fmt.Sprintf("%d interfaces", len(ifs)))
 	if err != nil {
 		return err
 	}
@@ -180,11 +169,11 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 		})
 	}
 	cc, _ := nl.Country()
-	rep.report("regulatory", t, err, "country "+cc)
+	rep.Report("regulatory", t, err, "country "+cc)
 
 	for _, name := range []string{staIf, scanIf} {
 		if err := ifUp(name); err != nil {
-			rep.report("link up "+name, time.Now(), err, "")
+			rep.Report("link up "+name, time.Now(), err, "")
 			return err
 		}
 	}
@@ -217,7 +206,7 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 			err = hapd.Start()
 		}
 	}
-	rep.report("hostapd start", t, err, "")
+	rep.Report("hostapd start", t, err, "")
 	if err != nil {
 		return err
 	}
@@ -251,12 +240,12 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 		return derr
 	})
 	if err != nil {
-		rep.report("hostapd dial", t, err, dumpLog())
+		rep.Report("hostapd dial", t, err, dumpLog())
 		return err
 	}
 	defer c.Close()
 	if err := c.Attach(ctx); err != nil {
-		rep.report("hostapd attach", t, err, "")
+		rep.Report("hostapd attach", t, err, "")
 		return err
 	}
 	var st hostapd.Status
@@ -286,13 +275,13 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 	} else {
 		detail = dumpLog()
 	}
-	rep.report("status", t, err, detail)
+	rep.Report("status", t, err, detail)
 	if err != nil {
 		return err
 	}
 	// Raw replies and events for the parsers' fixtures (radio/hostapd/testdata).
 	raw, rerr := c.Request(ctx, "STATUS")
-	rep.report("raw STATUS", time.Now(), rerr, raw)
+	rep.Report("raw STATUS", time.Now(), rerr, raw)
 	rec, rerr := hostapd.Dial(ctx, ctrl, hostapd.Options{})
 	if rerr == nil {
 		rerr = rec.Attach(ctx)
@@ -315,16 +304,16 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 			recMu.Lock()
 			b, _ := json.Marshal(recorded)
 			recMu.Unlock()
-			rep.report("raw events", time.Now(), nil, string(b))
+			rep.Report("raw events", time.Now(), nil, string(b))
 		}()
 	}
-	rep.report("event recorder", time.Now(), rerr, "")
+	rep.Report("event recorder", time.Now(), rerr, "")
 
 	// A station on the second radio (nl80211 CONNECT, kernel SME).
 	t = time.Now()
 	w, err := wifi.New()
 	if err != nil {
-		rep.report("station", t, err, "")
+		rep.Report("station", t, err, "")
 		return err
 	}
 	defer w.Close()
@@ -350,7 +339,7 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 			err = fmt.Errorf("AP-STA-CONNECTED for %s; want %s", ev.Addr, staMAC)
 		}
 	}
-	rep.report("station associated", t, err, "station "+staMAC)
+	rep.Report("station associated", t, err, "station "+staMAC)
 	if err != nil {
 		return err
 	}
@@ -363,9 +352,9 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 	if err == nil && (nerr != nil || len(nst) != 1) {
 		err = fmt.Errorf("nl80211 stations %v, %v", nst, nerr)
 	}
-	rep.report("station list", t, err, fmt.Sprintf("%d via hostapd, %d via nl80211", len(stas), len(nst)))
+	rep.Report("station list", t, err, fmt.Sprintf("%d via hostapd, %d via nl80211", len(stas), len(nst)))
 	raw, rerr = c.Request(ctx, "STA-FIRST")
-	rep.report("raw STA-FIRST", time.Now(), rerr, raw)
+	rep.Report("raw STA-FIRST", time.Now(), rerr, raw)
 
 	// 802.11k/v commands as hostapd parses them: the neighbour database, a BSS transition
 	// request to the station, a beacon request (hostapd refuses it: the kernel-SME station
@@ -391,7 +380,7 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 	if err == nil {
 		err = c.RemoveNeighbor(ctx, ssid, bssid)
 	}
-	rep.report("11k/11v commands", t, err, "beacon request "+beacon)
+	rep.Report("11k/11v commands", t, err, "beacon request "+beacon)
 
 	// Scan from the idle third radio: our AP with its VHT80 width.
 	t = time.Now()
@@ -411,14 +400,14 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 			err = fmt.Errorf("our BSS in the scan: %+v (of %d)", found, len(res))
 		}
 	}
-	rep.report("scan width", t, err, fmt.Sprintf("bssid %v freq %d width %d center %d signal %.0f dBm", found.BSSID, found.Freq, found.Width, found.Center1, found.Signal))
+	rep.Report("scan width", t, err, fmt.Sprintf("bssid %v freq %d width %d center %d signal %.0f dBm", found.BSSID, found.Freq, found.Width, found.Center1, found.Signal))
 
 	// Scan from the AP itself, while beaconing (NL80211_SCAN_FLAG_AP).
 	t = time.Now()
 	sctx, cancel = context.WithTimeout(ctx, 60*time.Second)
 	err = nl.Scan(sctx, apIface, nl80211.ScanOptions{AP: true, Freqs: []int{5745}})
 	cancel()
-	rep.report("ap scan", t, err, "")
+	rep.Report("ap scan", t, err, "")
 
 	// Survey of the AP radio, into hostapd's ACS arithmetic.
 	t = time.Now()
@@ -449,7 +438,7 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 		}
 		detail = fmt.Sprintf("%d entries; first %+v; ACS over %d channels picks %v", len(surveys), first(surveys), len(chans), acsRes.Spec)
 	}
-	rep.report("survey", t, err, detail)
+	rep.Report("survey", t, err, detail)
 
 	// The channel switch with the station associated.
 	t = time.Now()
@@ -503,7 +492,7 @@ func scenario(ctx context.Context, rep *reporter, hostapdBin string, radar bool)
 			return nil
 		})
 	}
-	rep.report("csa keeps station", t, err, fmt.Sprintf("to %v in %v, %d other events", target, time.Since(t).Round(time.Millisecond), len(seen)))
+	rep.Report("csa keeps station", t, err, fmt.Sprintf("to %v in %v, %d other events", target, time.Since(t).Round(time.Millisecond), len(seen)))
 	if !radar {
 		return nil
 	}
@@ -569,7 +558,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 	if err != nil {
 		detail += " " + dumpLog()
 	}
-	rep.report("dfs cac", t, err, detail)
+	rep.Report("dfs cac", t, err, detail)
 	if err != nil {
 		return err
 	}
@@ -587,7 +576,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 		_, _, werr := waitEvent(ctx, c, 10*time.Second, hostapd.EventSTAConnected)
 		return werr
 	})
-	rep.report("station on dfs channel", t, err, "station "+staMAC)
+	rep.Report("station on dfs channel", t, err, "station "+staMAC)
 	if err != nil {
 		return err
 	}
@@ -614,7 +603,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 			err = errors.New("manager not up in 60 s")
 		}
 	}
-	rep.report("manager up", t, err, "")
+	rep.Report("manager up", t, err, "")
 	if err != nil {
 		return err
 	}
@@ -626,7 +615,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 	// Radar, as hwsim simulates it (cfg80211_radar_event on the operating channel).
 	t = time.Now()
 	if err := unix.Mount("debugfs", "/sys/kernel/debug", "debugfs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-		rep.report("debugfs", t, err, "")
+		rep.Report("debugfs", t, err, "")
 		return err
 	}
 	path := fmt.Sprintf("/sys/kernel/debug/ieee80211/phy%d/hwsim/dfs_simulate_radar", phy)
@@ -635,7 +624,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 	if err == nil {
 		ev, _, err = waitEvent(ctx, c, 20*time.Second, hostapd.EventRadarDetected)
 	}
-	rep.report("radar detected", t, err, ev.Text)
+	rep.Report("radar detected", t, err, ev.Text)
 	if err != nil {
 		return err
 	}
@@ -662,7 +651,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 		return nil
 	})
 	sp, _ := final.Spec()
-	rep.report("radar move without outage", t, err, fmt.Sprintf("on %v (%s) %v after radar; manager now %v", sp, final.State, time.Since(radarAt).Round(time.Millisecond), m.Current()))
+	rep.Report("radar move without outage", t, err, fmt.Sprintf("on %v (%s) %v after radar; manager now %v", sp, final.State, time.Since(radarAt).Round(time.Millisecond), m.Current()))
 
 	// The station followed the CSA: still associated, on the new channel.
 	t = time.Now()
@@ -682,7 +671,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 		}
 		return nil
 	})
-	rep.report("station follows radar move", t, err, "")
+	rep.Report("station follows radar move", t, err, "")
 
 	// The manager remembers the NOP of every 20 MHz channel of 52/80 and is off them.
 	t = time.Now()
@@ -705,7 +694,7 @@ func radarScenario(ctx context.Context, rep *reporter, nl nl80211.Client, c *hos
 		}
 		return nil
 	})
-	rep.report("manager radar memory", t, err, fmt.Sprintf("blocked %v; %d manager log lines", sortedFreqs(mem), logw.lines()))
+	rep.Report("manager radar memory", t, err, fmt.Sprintf("blocked %v; %d manager log lines", sortedFreqs(mem), logw.lines()))
 	return nil
 }
 

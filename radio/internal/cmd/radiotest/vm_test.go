@@ -1,15 +1,10 @@
 package main
 
 import (
-	"archive/tar"
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +13,7 @@ import (
 	"meshroot/image/imagetest"
 	"meshroot/image/qemu"
 	"meshroot/internal/testenv"
+	"meshroot/radio/internal/vmkit"
 )
 
 // vmBoard is the board of the radio VM test. It is the amd64 QEMU board, not the arm64 product
@@ -45,15 +41,14 @@ func TestVMRadio(t *testing.T) {
 	// hostapd, its libraries and regulatory.db travel on a second virtio disk as a tar archive
 	// that radiotest unpacks: inside the initramfs they would push this test image over the
 	// image's 12 MiB budget (hostapd + libcrypto/libssl/libnl/libc ≈ 11 MB raw).
-	bundle := buildBundle(t, hostapdBin)
+	bundle := vmkit.Bundle(t, nil, hostapdBin)
 	dir, m := imagetest.ImageWith(t, vmBoard, imagetest.Options{
 		Modules: []string{"mac80211_hwsim"},
-		Files:   []image.File{{Path: "usr/bin/radiotest", Host: buildRadiotest(t)}},
+		Files:   []image.File{{Path: "usr/bin/radiotest", Host: vmkit.BuildCommand(t, "radiotest")}},
 	})
 	vm := imagetest.Boot(t, dir, m, imagetest.BootOptions{Timeout: 12 * time.Minute, Config: func(c *qemu.Config) {
 		c.MemoryMB = 768
-		c.Extra = append(c.Extra, "-drive", "if=none,id=bundle,format=raw,readonly=on,file="+bundle,
-			"-device", "virtio-blk-pci,drive=bundle")
+		c.Extra = append(c.Extra, vmkit.BundleDrive(bundle)...)
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 11*time.Minute)
 	defer cancel()
@@ -111,99 +106,4 @@ func TestVMRadio(t *testing.T) {
 	if err := json.Unmarshal([]byte(text), &d); err != nil || !d.OK {
 		t.Errorf("RADIOTEST-DONE %s (%v); want ok", text, err)
 	}
-}
-
-// buildRadiotest compiles this command for the VM as a static binary. It goes into the image as
-// a file: image.Options.ExtraCommands cannot build meshroot packages into u-root's busybox (the
-// GOPATH-mode busybox build finds neither the module's other packages nor allows internal/).
-// The binary is kept at a stable path and only replaced when its bytes change, so that the
-// image cache (keyed by the files' size and mtime) is reused while the source stays the same.
-func buildRadiotest(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join(testenv.CacheDir(t), "radiotest")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(t.TempDir(), "radiotest")
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build radiotest: %v\n%s", err, out)
-	}
-	dst := filepath.Join(dir, "radiotest-amd64")
-	fresh, err := os.ReadFile(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, fresh) {
-		return dst
-	}
-	if err := os.WriteFile(dst+".new", fresh, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".new", dst); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
-// buildBundle writes a tar archive of hostapd, the shared libraries ldd lists for it (at the
-// paths ldd resolves, the interpreter included) and Debian's regulatory.db with its signature.
-func buildBundle(t *testing.T, hostapdBin string) string {
-	t.Helper()
-	out, err := exec.Command("ldd", hostapdBin).Output()
-	if err != nil {
-		t.Fatalf("ldd %s: %v", hostapdBin, err)
-	}
-	files := map[string]string{ // path in the guest → host file
-		"usr/sbin/hostapd":               hostapdBin,
-		"lib/firmware/regulatory.db":     "/lib/firmware/regulatory.db-debian",
-		"lib/firmware/regulatory.db.p7s": "/lib/firmware/regulatory.db.p7s-debian",
-	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		// "libssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-		f := strings.Fields(sc.Text())
-		var p string
-		switch {
-		case len(f) >= 3 && f[1] == "=>":
-			p = f[2]
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			p = f[0]
-		}
-		if p == "" || !strings.HasPrefix(p, "/") {
-			continue
-		}
-		files[strings.TrimPrefix(p, "/")] = p
-	}
-	path := filepath.Join(t.TempDir(), "bundle.tar")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := tar.NewWriter(f)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		b, err := os.ReadFile(files[n]) // follows symlinks to the real library
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

@@ -207,7 +207,7 @@ func scenarioBackhaul(ctx context.Context, e *env, _ int) error {
 		}
 		return nil
 	})
-	e.rep.report("backhaul: 802.11s mesh with SAE up", t, err, fmt.Sprintf("%d peer(s), link estimate %.0f Mbit/s", peers, sat.meshMbps(wlan(radioMshB))))
+	e.rep.Report("backhaul: 802.11s mesh with SAE up", t, err, fmt.Sprintf("%d peer(s), link estimate %.0f Mbit/s", peers, sat.meshMbps(wlan(radioMshB))))
 	if err != nil {
 		return err
 	}
@@ -247,7 +247,7 @@ func scenarioBackhaul(ctx context.Context, e *env, _ int) error {
 			return nil
 		})
 	}
-	e.rep.report("backhaul: satellite prefers the cable", t, err, sat.agent.Current().String())
+	e.rep.Report("backhaul: satellite prefers the cable", t, err, sat.agent.Current().String())
 	if err != nil {
 		return err
 	}
@@ -272,7 +272,7 @@ func scenarioBackhaul(ctx context.Context, e *env, _ int) error {
 		time.Sleep(2 * time.Second)
 		gap := arr.gap(t.Add(-100*time.Millisecond), time.Now())
 		sw := switchAt.Sub(t)
-		e.rep.report(name, t, err, fmt.Sprintf("switched after %v; longest data gap %v; now %v", sw.Round(time.Millisecond), gap.Round(time.Millisecond), sat.agent.Current()))
+		e.rep.Report(name, t, err, fmt.Sprintf("switched after %v; longest data gap %v; now %v", sw.Round(time.Millisecond), gap.Round(time.Millisecond), sat.agent.Current()))
 		return sw, gap, err
 	}
 	setLink := func(name string, up bool) func() error {
@@ -316,10 +316,10 @@ func scenarioBackhaul(ctx context.Context, e *env, _ int) error {
 		err = fmt.Errorf("failover took %v; want under 2 s", sw3)
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	e.rep.metric("backhaul-failover-no-carrier", ms(sw1), "ms")
-	e.rep.metric("backhaul-failover-no-carrier-data-gap", ms(gap1), "ms")
-	e.rep.metric("backhaul-return-data-gap", ms(gapBack), "ms")
-	e.rep.metric("backhaul-failover-carrier", ms(sw3), "ms")
-	e.rep.metric("backhaul-failover-carrier-data-gap", ms(gap3), "ms")
+	e.rep.Metric("backhaul-failover-no-carrier", ms(sw1), "ms")
+	e.rep.Metric("backhaul-failover-no-carrier-data-gap", ms(gap1), "ms")
+	e.rep.Metric("backhaul-return-data-gap", ms(gapBack), "ms")
+	e.rep.Metric("backhaul-failover-carrier", ms(sw3), "ms")
+	e.rep.Metric("backhaul-failover-carrier-data-gap", ms(gap3), "ms")
 	return err
 }

@@ -98,7 +98,7 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 						neigh += fmt.Sprintf("%s state %#x; ", n.IP, n.State)
 					}
 				}
-				e.rep.note("roam timeline (from BTM): auth %s, reassoc resp %s, connected event %s; datagrams: last before %s, first after %s; station data frames: %v; AP data frames to it: %v; neighbours now: %s",
+				e.rep.Note("roam timeline (from BTM): auth %s, reassoc resp %s, connected event %s; datagrams: last before %s, first after %s; station data frames: %v; AP data frames to it: %v; neighbours now: %s",
 					rel(r.auth), rel(r.reassocResp), rel(t1), rel(before), rel(after), data, apData, neigh)
 			}
 		}
@@ -116,7 +116,7 @@ func roamSeries(ctx context.Context, e *env, s *roamSite, st *station, n int, la
 		smp, err := roamOnce(ctx, e, s, st)
 		if err != nil {
 			failed++
-			e.rep.note("%s roam %d failed: %v", label, i+1, err)
+			e.rep.Note("%s roam %d failed: %v", label, i+1, err)
 			if failed*5 > n {
 				return out, failed, fmt.Errorf("%s: %d of %d roams failed, last: %w", label, failed, i+1, err)
 			}
@@ -150,12 +150,12 @@ func (e *env) reportSeries(label string, smp []roamSample) {
 		name string
 		p    float64
 	}{{"p50", 0.5}, {"p95", 0.95}} {
-		e.rep.metric(fmt.Sprintf("%s-btm-to-reassociated-%s", label, q.name), ms(percentile(btm, q.p)), "ms")
-		e.rep.metric(fmt.Sprintf("%s-auth-to-reassoc-resp-%s", label, q.name), ms(percentile(auth, q.p)), "ms")
-		e.rep.metric(fmt.Sprintf("%s-data-gap-%s", label, q.name), ms(percentile(gap, q.p)), "ms")
+		e.rep.Metric(fmt.Sprintf("%s-btm-to-reassociated-%s", label, q.name), ms(percentile(btm, q.p)), "ms")
+		e.rep.Metric(fmt.Sprintf("%s-auth-to-reassoc-resp-%s", label, q.name), ms(percentile(auth, q.p)), "ms")
+		e.rep.Metric(fmt.Sprintf("%s-data-gap-%s", label, q.name), ms(percentile(gap, q.p)), "ms")
 	}
-	e.rep.metric(label+"-roams-with-ft", float64(ft), "roams")
-	e.rep.metric(label+"-roams", float64(len(smp)), "roams")
+	e.rep.Metric(label+"-roams-with-ft", float64(ft), "roams")
+	e.rep.Metric(label+"-roams", float64(len(smp)), "roams")
 }
 
 // series is one set of roams of the benchmark.
@@ -227,7 +227,7 @@ func scenarioRoamBench(ctx context.Context, e *env, n int) error {
 	for i := 5; i > 0; i-- {
 		idle = append(idle, s.arr.gap(time.Now().Add(-time.Duration(i)*time.Second), time.Now().Add(-time.Duration(i-1)*time.Second)))
 	}
-	e.rep.metric("idle-data-gap-max", float64(percentile(idle, 1).Microseconds())/1000, "ms")
+	e.rep.Metric("idle-data-gap-max", float64(percentile(idle, 1).Microseconds())/1000, "ms")
 	if err := forceTo(ctx, s, st, 0); err != nil {
 		return err
 	}
@@ -247,21 +247,21 @@ func scenarioRoamBench(ctx context.Context, e *env, n int) error {
 		if err == nil {
 			smp, failed, err = roamSeries(ctx, e, s, st, sr.n, sr.label)
 		}
-		e.rep.report(fmt.Sprintf("%d roams %s", sr.n, sr.label), t, err, fmt.Sprintf("%d failed; %s", failed, summary(smp)))
+		e.rep.Report(fmt.Sprintf("%d roams %s", sr.n, sr.label), t, err, fmt.Sprintf("%d failed; %s", failed, summary(smp)))
 		if err != nil {
 			return err
 		}
 		e.reportSeries(sr.label, smp)
-		e.rep.metric(sr.label+"-roams-failed", float64(failed), "roams")
+		e.rep.Metric(sr.label+"-roams-failed", float64(failed), "roams")
 		results[sr.label] = smp
 	}
 	p95 := func(label string, field int) float64 {
 		return float64(percentile(durations(results[label], field), 0.95))
 	}
 	for _, pair := range [][2]string{{"ft-psk", "psk"}, {"ft-sae", "sae"}} {
-		e.rep.metric(fmt.Sprintf("auth-to-reassoc-resp-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 1)/p95(pair[1], 1), "ratio")
-		e.rep.metric(fmt.Sprintf("btm-to-reassociated-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 0)/p95(pair[1], 0), "ratio")
-		e.rep.metric(fmt.Sprintf("data-gap-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 2)/p95(pair[1], 2), "ratio")
+		e.rep.Metric(fmt.Sprintf("auth-to-reassoc-resp-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 1)/p95(pair[1], 1), "ratio")
+		e.rep.Metric(fmt.Sprintf("btm-to-reassociated-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 0)/p95(pair[1], 0), "ratio")
+		e.rep.Metric(fmt.Sprintf("data-gap-p95-%s/%s", pair[0], pair[1]), p95(pair[0], 2)/p95(pair[1], 2), "ratio")
 	}
 	return nil
 }
@@ -318,7 +318,7 @@ func forceTo(ctx context.Context, s *roamSite, st *station, i int) error {
 
 // diagFT notes the FT exchanges of a failed roam from cur to target.
 func (s *roamSite) diagFT(cur, target int, st *station) {
-	s.e.rep.note("hostapd %s: %s", nodeNames[target], s.hapd[target].grep("FT|RRB|R0KH|R1KH|SAE|auth", 30))
-	s.e.rep.note("hostapd %s: %s", nodeNames[cur], s.hapd[cur].grep("FT|RRB|R0KH|R1KH|push", 20))
-	s.e.rep.note("wpa_supplicant: %s", st.wpas.d.grep("FT|SAE|WNM|Trying|CTRL-EVENT", 30))
+	s.e.rep.Note("hostapd %s: %s", nodeNames[target], s.hapd[target].grep("FT|RRB|R0KH|R1KH|SAE|auth", 30))
+	s.e.rep.Note("hostapd %s: %s", nodeNames[cur], s.hapd[cur].grep("FT|RRB|R0KH|R1KH|push", 20))
+	s.e.rep.Note("wpa_supplicant: %s", st.wpas.d.grep("FT|SAE|WNM|Trying|CTRL-EVENT", 30))
 }

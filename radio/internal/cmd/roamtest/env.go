@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"meshroot/radio/hostapd"
+	"meshroot/radio/internal/vmkit/guest"
 	"meshroot/radio/medium"
 	"meshroot/radio/nl80211"
 )
@@ -87,21 +88,9 @@ func modprobe(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// poll runs f until it returns nil or the timeout passes.
+// poll runs f every 100 ms until it returns nil or the timeout passes.
 func poll(ctx context.Context, timeout time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %v: %w", timeout, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return guest.Poll(ctx, timeout, 100*time.Millisecond, f)
 }
 
 func (e *env) setup(ctx context.Context) error {
@@ -118,7 +107,7 @@ func (e *env) setup(ctx context.Context) error {
 			err = modprobe(ctx, mod)
 		}
 	}
-	e.rep.report("modprobe", t, err, "")
+	e.rep.Report("modprobe", t, err, "")
 	if err != nil {
 		return err
 	}
@@ -158,7 +147,7 @@ func (e *env) setup(ctx context.Context) error {
 			return nil
 		})
 	}
-	e.rep.report("radios", t, err, fmt.Sprintf("%d hwsim radios wlan0..wlan%d on phy0..phy%d", numRadios, numRadios-1, numRadios-1))
+	e.rep.Report("radios", t, err, fmt.Sprintf("%d hwsim radios wlan0..wlan%d on phy0..phy%d", numRadios, numRadios-1, numRadios-1))
 	if err != nil {
 		return err
 	}
@@ -176,7 +165,7 @@ func (e *env) setup(ctx context.Context) error {
 	e.space.Place(phy(radioSpr), medium.Pos{X: 100, Y: 100})
 	k, err := medium.OpenKernel()
 	if err != nil {
-		e.rep.report("medium", t, err, "")
+		e.rep.Report("medium", t, err, "")
 		return err
 	}
 	e.start = time.Now()
@@ -199,12 +188,12 @@ func (e *env) setup(ctx context.Context) error {
 	e.defer_(func() {
 		mcancel()
 		if err := <-done; err != nil {
-			e.rep.note("medium ended: %v", err)
+			e.rep.Note("medium ended: %v", err)
 		}
-		e.rep.note("medium: %d frames, %d deliveries, %d acked, %d lost, %d from unknown radios",
+		e.rep.Note("medium: %d frames, %d deliveries, %d acked, %d lost, %d from unknown radios",
 			e.med.Frames.Load(), e.med.Delivered.Load(), e.med.Acked.Load(), e.med.Lost.Load(), e.med.Unknown.Load())
 	})
-	e.rep.report("medium", t, err, fmt.Sprintf("registered with mac80211_hwsim; radios %v", e.med.Radios()))
+	e.rep.Report("medium", t, err, fmt.Sprintf("registered with mac80211_hwsim; radios %v", e.med.Radios()))
 	return err
 }
 
@@ -350,7 +339,7 @@ func (e *env) startHostapd(ctx context.Context, cfg hostapd.Config) (*hostapd.Cl
 			c.Close()
 		}
 		d.stop()
-		e.rep.note("hostapd %s log: %s", cfg.Interface, d.grep("set_key|key addition|failed|Failed|Could not|bridge|rror|alg=", 60))
+		e.rep.Note("hostapd %s log: %s", cfg.Interface, d.grep("set_key|key addition|failed|Failed|Could not|bridge|rror|alg=", 60))
 		return nil, nil, fmt.Errorf("hostapd %s: %w (%s)", cfg.Interface, err, d.tail(8))
 	}
 	return c, d, nil

@@ -12,18 +12,15 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
+
+	"meshroot/radio/internal/vmkit/guest"
 )
 
 func main() {
@@ -36,66 +33,13 @@ func main() {
 	}
 }
 
-// Check is one result line.
-type Check struct {
-	Name   string `json:"check"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
-	Ms     int64  `json:"ms"`
-}
-
-// Metric is one measured number (benchmarks).
-type Metric struct {
-	Name  string  `json:"metric"`
-	Value float64 `json:"value"`
-	Unit  string  `json:"unit"`
-}
-
-// Done is the summary line.
-type Done struct {
-	OK     bool `json:"ok"`
-	Checks int  `json:"checks"`
-	Failed int  `json:"failed"`
-}
-
-type reporter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	checks int
-	failed int
-}
-
-func (r *reporter) report(name string, start time.Time, err error, detail string) {
-	c := Check{Name: name, OK: err == nil, Detail: detail, Ms: time.Since(start).Milliseconds()}
-	if err != nil {
-		c.Detail = err.Error()
-		if detail != "" {
-			c.Detail += " (" + detail + ")"
-		}
-	}
-	b, _ := json.Marshal(c)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.checks++
-	if err != nil {
-		r.failed++
-	}
-	fmt.Fprintf(r.w, "ROAMTEST %s\n", b)
-}
-
-func (r *reporter) metric(name string, v float64, unit string) {
-	b, _ := json.Marshal(Metric{Name: name, Value: v, Unit: unit})
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fmt.Fprintf(r.w, "ROAMTEST-METRIC %s\n", b)
-}
-
-// note prints a free-form line (diagnostics kept in the console log).
-func (r *reporter) note(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fmt.Fprintf(r.w, "ROAMTEST-NOTE "+format+"\n", args...)
-}
+// The console lines (see package guest): checks, metrics, notes and the summary.
+type (
+	Check    = guest.Check
+	Metric   = guest.Metric
+	Done     = guest.Done
+	reporter = guest.Reporter
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("roamtest", flag.ContinueOnError)
@@ -107,11 +51,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	rep := &reporter{w: stdout}
+	rep := guest.NewReporter(stdout, "ROAMTEST")
 	if *bundle != "" {
 		t := time.Now()
-		n, err := unpack(*bundle, "/")
-		rep.report("bundle", t, err, fmt.Sprintf("%d files from %s", n, *bundle))
+		n, err := guest.Unpack(*bundle, "/")
+		rep.Report("bundle", t, err, fmt.Sprintf("%d files from %s", n, *bundle))
 		if err != nil {
 			return err
 		}
@@ -138,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			t := time.Now()
 			serr := f(ctx, e, *roams)
-			rep.report("scenario "+s, t, serr, "")
+			rep.Report("scenario "+s, t, serr, "")
 			if ctx.Err() != nil {
 				err = ctx.Err()
 				break
@@ -146,11 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	e.teardown()
-	rep.mu.Lock()
-	d := Done{OK: err == nil && rep.failed == 0, Checks: rep.checks, Failed: rep.failed}
-	rep.mu.Unlock()
-	b, _ := json.Marshal(d)
-	fmt.Fprintf(stdout, "ROAMTEST-DONE %s\n", b)
+	rep.Done(err)
 	return err
 }
 
@@ -159,51 +99,3 @@ const argsFile = "/etc/roamtest.args"
 
 // scenarioFuncs are filled by the scenario files.
 var scenarioFuncs = map[string]func(ctx context.Context, e *env, roams int) error{}
-
-// unpack extracts the regular files of a tar archive under root. Only paths below usr/, lib/,
-// lib64/ and etc/ are accepted; the archive may be followed by padding (a block device).
-func unpack(archive, root string) (int, error) {
-	f, err := os.Open(archive)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	n := 0
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("%s: %w", archive, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		name := filepath.Clean("/" + h.Name)
-		ok := false
-		for _, p := range []string{"/usr/", "/lib/", "/lib64/", "/etc/"} {
-			ok = ok || strings.HasPrefix(name, p)
-		}
-		if !ok {
-			return n, fmt.Errorf("%s: %q outside the allowed directories", archive, h.Name)
-		}
-		dst := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return n, err
-		}
-		out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o755)
-		if err != nil {
-			return n, err
-		}
-		_, err = io.Copy(out, tr)
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return n, fmt.Errorf("%s: %w", dst, err)
-		}
-		n++
-	}
-}

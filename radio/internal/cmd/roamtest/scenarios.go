@@ -71,7 +71,7 @@ func (e *env) site(ctx context.Context) (*roamSite, error) {
 			})
 		}
 	}
-	e.rep.report("roaming site", t, err, detail)
+	e.rep.Report("roaming site", t, err, detail)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +196,7 @@ func scenarioRoam(ctx context.Context, e *env, _ int) error {
 	case len(rs) == 0 || ft != len(rs):
 		err = fmt.Errorf("%d of %d roams used FT authentication", ft, len(rs))
 	}
-	e.rep.report("walk A to C: steered with 802.11v, roams with FT", t, err, detail)
+	e.rep.Report("walk A to C: steered with 802.11v, roams with FT", t, err, detail)
 	return err
 }
 
@@ -235,7 +235,7 @@ func scenarioIgnore(ctx context.Context, e *env, _ int) error {
 			return nil
 		})
 	}
-	e.rep.report("station without 802.11v joins node A", t, err, caps)
+	e.rep.Report("station without 802.11v joins node A", t, err, caps)
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func scenarioIgnore(ctx context.Context, e *env, _ int) error {
 		err = fmt.Errorf("kicks off: station 2 on %s, actions %v; want it left on node A", nodeName(s, b), acts)
 		s.diagnose(st2, nil)
 	}
-	e.rep.report("kicks off: left alone", t, err, fmt.Sprintf("on %s after walking to x=22", nodeName(s, b)))
+	e.rep.Report("kicks off: left alone", t, err, fmt.Sprintf("on %s after walking to x=22", nodeName(s, b)))
 	if err != nil {
 		return err
 	}
@@ -292,7 +292,7 @@ func scenarioIgnore(ctx context.Context, e *env, _ int) error {
 			err = errors.New("no block in the nodes' logs")
 		}
 	}
-	e.rep.report("kicks on: deauthenticated, blocked, reassociated elsewhere", t, err, detail)
+	e.rep.Report("kicks on: deauthenticated, blocked, reassociated elsewhere", t, err, detail)
 	if rerr := s.restartMesh(ctx, steering(false)); err == nil {
 		err = rerr
 	}
@@ -323,7 +323,7 @@ func scenarioPingPong(ctx context.Context, e *env, _ int) error {
 	if steers != 0 || roamsDuring != 0 {
 		err = fmt.Errorf("%d steering actions and %d roams in 60 s between equal nodes", steers, roamsDuring)
 	}
-	e.rep.report("equal nodes: no ping-pong", t, err, fmt.Sprintf("stayed on %s for 60 s", v1.Node))
+	e.rep.Report("equal nodes: no ping-pong", t, err, fmt.Sprintf("stayed on %s for 60 s", v1.Node))
 	return err
 }
 
@@ -390,7 +390,7 @@ func scenarioControllerLoss(ctx context.Context, e *env, _ int) error {
 			}
 		}
 	}
-	e.rep.report("controller lost: nodes keep serving", t, err, fmt.Sprintf("data gap %v over %v; %s", gap.Round(time.Millisecond), time.Since(lostAt).Round(time.Second), nbr))
+	e.rep.Report("controller lost: nodes keep serving", t, err, fmt.Sprintf("data gap %v over %v; %s", gap.Round(time.Millisecond), time.Since(lostAt).Round(time.Second), nbr))
 	if err != nil {
 		return err
 	}
@@ -409,7 +409,7 @@ func scenarioControllerLoss(ctx context.Context, e *env, _ int) error {
 		}
 		return nil
 	})
-	e.rep.report("controller back: nodes follow it again", t, err, "")
+	e.rep.Report("controller back: nodes follow it again", t, err, "")
 	return err
 }
 
@@ -421,12 +421,12 @@ func (s *roamSite) diagnose(st *station, frames []medium.FrameEvent) {
 		for b, x := range v.Samples {
 			smp = append(smp, fmt.Sprintf("%s=%.0f(%.0f, %v ago, src %d)", nodeName(s, b), x.Signal, x.Smoothed(), time.Since(x.At).Round(time.Millisecond), x.Src))
 		}
-		e.rep.note("controller view of %s: on %s caps %+v samples %v roams %+v", st.mac, v.Node, v.Caps, smp, v.Roams)
+		e.rep.Note("controller view of %s: on %s caps %+v samples %v roams %+v", st.mac, v.Node, v.Caps, smp, v.Roams)
 	}
 	for _, l := range s.logs.grep("steering") {
-		e.rep.note("mesh log: %s", l)
+		e.rep.Note("mesh log: %s", l)
 	}
-	e.rep.note("wpa_supplicant %s: %s", wlan(st.radio), st.wpas.d.grep("CTRL-EVENT|WNM|SME|Trying|roam|RRM|Beacon", 40))
+	e.rep.Note("wpa_supplicant %s: %s", wlan(st.radio), st.wpas.d.grep("CTRL-EVENT|WNM|SME|Trying|roam|RRM|Beacon", 40))
 	var fr []string
 	for _, f := range frames {
 		if f.Info.Type == medium.TypeMgmt && (f.Tx == phy(st.radio) || f.Rx == phy(st.radio)) {
@@ -436,5 +436,5 @@ func (s *roamSite) diagnose(st *station, frames []medium.FrameEvent) {
 	if len(fr) > 80 {
 		fr = fr[len(fr)-80:]
 	}
-	e.rep.note("frames: %s", strings.Join(fr, "; "))
+	e.rep.Note("frames: %s", strings.Join(fr, "; "))
 }

@@ -297,7 +297,7 @@ func (s *roamSite) stopNode(i int) {
 	}
 	cancel()
 	if err := <-done; err != nil {
-		s.e.rep.note("mesh node %s ended: %v", nodeNames[i], err)
+		s.e.rep.Note("mesh node %s ended: %v", nodeNames[i], err)
 	}
 }
 

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"archive/tar"
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +14,7 @@ import (
 	"meshroot/image/imagetest"
 	"meshroot/image/qemu"
 	"meshroot/internal/testenv"
+	"meshroot/radio/internal/vmkit"
 )
 
 // vmBoard is amd64, as for radiotest: the image builder and the bundle add the build machine's
@@ -45,13 +42,17 @@ func runVM(t testing.TB, args string, timeout time.Duration) vmResult {
 	hostapdBin := testenv.Command(t, "hostapd")
 	wpasBin := testenv.Command(t, "wpa_supplicant")
 	testenv.Command(t, "ldd")
-	// hostapd, wpa_supplicant, their libraries and regulatory.db travel on a second virtio disk
-	// as a tar archive that roamtest unpacks (inside the initramfs they would break the image
-	// size budget).
-	bundle := buildBundle(t, args, hostapdBin, wpasBin)
+	// hostapd, wpa_supplicant, their libraries, regulatory.db and roamtest's arguments travel on
+	// a second virtio disk as a tar archive that roamtest unpacks (inside the initramfs they
+	// would break the image size budget).
+	argsPath := filepath.Join(t.TempDir(), "roamtest.args")
+	if err := os.WriteFile(argsPath, []byte(args+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bundle := vmkit.Bundle(t, map[string]string{strings.TrimPrefix(argsFile, "/"): argsPath}, hostapdBin, wpasBin)
 	dir, m := imagetest.ImageWith(t, vmBoard, imagetest.Options{
 		Modules: vmModules,
-		Files:   []image.File{{Path: "usr/bin/roamtest", Host: buildRoamtest(t)}},
+		Files:   []image.File{{Path: "usr/bin/roamtest", Host: vmkit.BuildCommand(t, "roamtest")}},
 		// A test image: the product's budget (image.DefaultBudget) plus room for this test
 		// binary (5 MB) and the extra modules.
 		Budget: &image.Budget{Compressed: 24 << 20, Raw: 96 << 20},
@@ -59,8 +60,7 @@ func runVM(t testing.TB, args string, timeout time.Duration) vmResult {
 	vm := imagetest.Boot(t, dir, m, imagetest.BootOptions{Timeout: timeout + 2*time.Minute, Config: func(c *qemu.Config) {
 		c.MemoryMB = 1024
 		c.SMP = 2
-		c.Extra = append(c.Extra, "-drive", "if=none,id=bundle,format=raw,readonly=on,file="+bundle,
-			"-device", "virtio-blk-pci,drive=bundle")
+		c.Extra = append(c.Extra, vmkit.BundleDrive(bundle)...)
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -165,102 +165,4 @@ func BenchmarkVMRoam(b *testing.B) {
 			b.ReportMetric(m.Value, n+"-"+m.Unit)
 		}
 	}
-}
-
-// buildRoamtest compiles this command for the VM as a static binary, at a stable path that is
-// only replaced when its bytes change (the image cache keys files by size and mtime).
-func buildRoamtest(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join(testenv.CacheDir(t), "roamtest")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(t.TempDir(), "roamtest")
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", tmp, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build roamtest: %v\n%s", err, out)
-	}
-	dst := filepath.Join(dir, "roamtest-amd64")
-	fresh, err := os.ReadFile(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, fresh) {
-		return dst
-	}
-	if err := os.WriteFile(dst+".new", fresh, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".new", dst); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
-// buildBundle writes a tar archive of roamtest's arguments, the binaries, the shared libraries ldd lists for them (at
-// the paths ldd resolves, the interpreter included) and Debian's regulatory.db.
-func buildBundle(t testing.TB, args string, bins ...string) string {
-	t.Helper()
-	argsPath := filepath.Join(t.TempDir(), "roamtest.args")
-	if err := os.WriteFile(argsPath, []byte(args+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{ // path in the guest → host file
-		"lib/firmware/regulatory.db":      "/lib/firmware/regulatory.db-debian",
-		"lib/firmware/regulatory.db.p7s":  "/lib/firmware/regulatory.db.p7s-debian",
-		strings.TrimPrefix(argsFile, "/"): argsPath,
-	}
-	for _, bin := range bins {
-		files["usr/sbin/"+filepath.Base(bin)] = bin
-		out, err := exec.Command("ldd", bin).Output()
-		if err != nil {
-			t.Fatalf("ldd %s: %v", bin, err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			var p string
-			switch {
-			case len(f) >= 3 && f[1] == "=>":
-				p = f[2]
-			case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-				p = f[0]
-			}
-			if p == "" || !strings.HasPrefix(p, "/") {
-				continue
-			}
-			files[strings.TrimPrefix(p, "/")] = p
-		}
-	}
-	path := filepath.Join(t.TempDir(), "bundle.tar")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := tar.NewWriter(f)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		b, err := os.ReadFile(files[n])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
