@@ -64,9 +64,10 @@ type Kernel interface {
 	Radios() ([]RadioInfo, error)
 	// Receive blocks for the next event; it returns an error after Close.
 	Receive() (Event, error)
-	// Deliver hands a frame to a receiving radio.
+	// Deliver hands a frame to a receiving radio. The kernel may hold deliveries until the
+	// frame's TxInfo, which the medium calls after the frame's deliveries.
 	Deliver(rx Addr, frame []byte, freq, signal, rate int) error
-	// TxInfo reports a transmission's outcome to its sender.
+	// TxInfo reports a transmission's outcome to its sender (and sends held deliveries).
 	TxInfo(tx Addr, cookie uint64, flags uint32, signal int, rates [maxRates]TxRate) error
 	Close() error
 }
@@ -84,6 +85,9 @@ type FrameEvent struct {
 	Signal   float64
 	Acked    bool
 	Attempts int
+	// Took is the medium's own time on the frame: from handing it over from the kernel's
+	// socket to the sender's transmit status (deliveries included).
+	Took time.Duration
 }
 
 // Config configures a medium.
@@ -120,6 +124,9 @@ type Medium struct {
 
 	// Counters.
 	Frames, Delivered, Lost, Acked, Unknown atomic.Uint64
+	// HandleNanos sums, and MaxHandleNanos is the largest of, the medium's time per frame
+	// (FrameEvent.Took).
+	HandleNanos, MaxHandleNanos atomic.Uint64
 }
 
 type radioState struct {
@@ -263,6 +270,7 @@ func legacyRate(snr float64, freq int) int {
 }
 
 func (m *Medium) handle(f TxFrame) {
+	began := time.Now()
 	m.Frames.Add(1)
 	now := m.cfg.Now()
 	info, perr := ParseFrame(f.Frame)
@@ -376,6 +384,15 @@ func (m *Medium) handle(f TxFrame) {
 	}
 	if err := m.k.TxInfo(tx.id, f.Cookie, flags, int(math.Round(ackSignal)), rates); err != nil {
 		m.log.Debug("tx info", "to", tx.name, "err", err)
+	}
+	ev.Took = time.Since(began)
+	took := uint64(ev.Took.Nanoseconds())
+	m.HandleNanos.Add(took)
+	for {
+		old := m.MaxHandleNanos.Load()
+		if took <= old || m.MaxHandleNanos.CompareAndSwap(old, took) {
+			break
+		}
 	}
 	if m.cfg.Tap != nil && perr == nil {
 		tap := m.tapTx[tx.name]

@@ -132,10 +132,24 @@ func TestUnicastAck(t *testing.T) {
 	if st[1].Acked() || st[1].Rates[0].Count != 3 {
 		t.Errorf("status = %+v; want no ack after 3 attempts", st[1])
 	}
+	// The tap follows the transmit status.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := len(taps)
+		mu.Unlock()
+		if n >= 2 {
+			break
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(taps) != 2 || taps[0].Info.Name() != "auth(FT,1,0)" || !taps[0].Acked || taps[0].Rx != "phy0" || taps[1].Acked {
 		t.Errorf("taps = %+v", taps)
+	}
+	for i, ev := range taps {
+		if ev.Took <= 0 {
+			t.Errorf("taps[%d].Took = %v; want the medium's time on the frame", i, ev.Took)
+		}
 	}
 }
 

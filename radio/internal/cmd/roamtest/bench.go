@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"regexp"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -22,6 +26,18 @@ type roamSample struct {
 	authToResp     time.Duration // first authentication frame → (re)association response (medium)
 	gap            time.Duration // longest pause of the station's 10 ms datagrams around the roam
 	ft             bool
+
+	// The breakdown of btmToConnected, from the medium's frame record: the request command
+	// until the BTM request frame is on the medium (hostapd's control interface, hostapd,
+	// the kernel), the frame until the station's first authentication frame (the station's
+	// BSS transition handling: candidate selection or a scan), authentication to
+	// reassociation response (authToResp), and the response until the harness has the
+	// station's CTRL-EVENT-CONNECTED (key installation, the control interface).
+	cmdToBTM, btmToAuth, respToConnected time.Duration
+	// medBusy is the medium's own time on frames (all radios', Medium.HandleNanos) within
+	// the roam, medFrames how many frames it relayed then.
+	medBusy   time.Duration
+	medFrames uint64
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {
@@ -38,8 +54,9 @@ var verboseRoams = 3
 
 // roamOnce makes station st roam from its AP to the other of A and B with a BSS transition
 // request (after a beacon request, as the controller does, so that its scan results are fresh)
-// and measures it.
-func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample, error) {
+// and measures it. A diagnostic roam (diag) runs wpa_supplicant and both hostapds at debug
+// level and notes their timestamped log lines and the medium's frames around it.
+func roamOnce(ctx context.Context, e *env, s *roamSite, st *station, diag bool) (roamSample, error) {
 	cur := s.apIndex(st.bssid(ctx))
 	if cur < 0 || cur > 1 {
 		return roamSample{}, fmt.Errorf("station on %s; want node A or B", nodeName(s, st.bssid(ctx)))
@@ -48,9 +65,20 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 	spec, _ := chanplan.NewSpec(5180, 20, 0)
 	oc, _ := hostapd.OpClass(spec)
 	if _, err := s.aps[cur].ReqBeacon(ctx, st.mac, 0, hostapd.BeaconRequest(oc, 36, 50, hostapd.BeaconModeActive, nil)); err != nil {
+		// What the APs know of the station (REQ_BEACON fails for a station that is not
+		// associated and authorized there).
+		for i := range 2 {
+			reply, serr := s.aps[i].Request(ctx, "STA "+st.mac.String())
+			s.e.rep.Note("%s STA %s: %q %v", nodeNames[i], st.mac, strings.Join(strings.Fields(reply), " "), serr)
+		}
+		s.e.rep.Note("wpa_supplicant: %s", st.wpas.d.grep("CTRL-EVENT|WNM|SME|Trying|FT|SAE|Associated|reason", 20))
 		return roamSample{}, fmt.Errorf("REQ_BEACON: %w", err)
 	}
 	time.Sleep(700 * time.Millisecond)
+	if diag {
+		setLogLevel(ctx, s, st, cur, target, "DEBUG")
+		defer setLogLevel(ctx, s, st, cur, target, "INFO")
+	}
 	s.drain()
 	st.drain()
 	e.recordFrames()
@@ -59,22 +87,39 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 	if s.useFT {
 		nr.BSSIDInfo |= hostapd.BSSIDInfoMobilityDomain
 	}
+	busy0, frames0 := e.med.HandleNanos.Load(), e.med.Frames.Load()
 	t0 := time.Now()
 	if err := s.aps[cur].BSSTMReq(ctx, hostapd.BSSTMRequest{Addr: st.mac, Candidates: []hostapd.NeighborReport{nr},
 		DisassocImminent: true, ValidityInterval: 100}); err != nil {
 		return roamSample{}, err
 	}
 	t1, err := st.waitConnectedEvent(ctx, s.bss[target], 10*time.Second)
+	busy1, frames1 := e.med.HandleNanos.Load(), e.med.Frames.Load()
 	if err != nil {
 		s.diagFT(cur, target, st)
 		return roamSample{}, err
 	}
 	time.Sleep(time.Second)
-	smp := roamSample{btmToConnected: t1.Sub(t0), gap: s.arr.gap(t0.Add(-20*time.Millisecond), t1.Add(500*time.Millisecond))}
+	smp := roamSample{btmToConnected: t1.Sub(t0), gap: s.arr.gap(t0.Add(-20*time.Millisecond), t1.Add(500*time.Millisecond)),
+		medBusy: time.Duration(busy1 - busy0), medFrames: frames1 - frames0}
 	frames := e.takeFrames()
 	for _, r := range roams(frames, phy(st.radio)) {
 		if !r.auth.IsZero() && r.to == phy(apRadios[target]) {
 			smp.authToResp, smp.ft = r.reassocResp.Sub(r.auth), r.ft
+			// The BSS transition request is the first action frame from the current AP to
+			// the station since the command (with PMF it is protected: its category is not
+			// readable on the medium).
+			for _, f := range frames {
+				if f.Info.Type == medium.TypeMgmt && f.Info.Subtype == medium.SubAction && f.Tx == phy(apRadios[cur]) &&
+					f.Rx == phy(st.radio) && !f.At.Before(t0) && f.At.Before(r.auth) {
+					smp.cmdToBTM, smp.btmToAuth = f.At.Sub(t0), r.auth.Sub(f.At)
+					break
+				}
+			}
+			smp.respToConnected = t1.Sub(r.reassocResp)
+			if diag {
+				e.noteRoamLogs(s, st, cur, target, t0, t1, frames)
+			}
 			if verboseRoams > 0 {
 				verboseRoams--
 				rel := func(x time.Time) string { return x.Sub(t0).Round(time.Millisecond).String() }
@@ -106,14 +151,89 @@ func roamOnce(ctx context.Context, e *env, s *roamSite, st *station) (roamSample
 	return smp, nil
 }
 
+// setLogLevel sets the debug level of the station's wpa_supplicant and both APs' hostapd.
+func setLogLevel(ctx context.Context, s *roamSite, st *station, cur, target int, level string) {
+	for _, c := range []*hostapd.Client{st.wpas.ctrl, s.aps[cur], s.aps[target]} {
+		if _, err := c.Request(ctx, "LOG_LEVEL "+level); err != nil {
+			s.e.rep.Note("LOG_LEVEL %s: %v", level, err)
+		}
+	}
+}
+
+// diagLogRE selects the daemons' debug lines that time a roam.
+var diagLogRE = regexp.MustCompile(`WNM|BSS Transition|[Ss]can|SME:|FT: |Trying to|nl80211: (Authenticate|Associate|Connect|Drv Event|MLME event|send_mlme|Set key)|CTRL-EVENT|State: |[Cc]andidate|authentication|[Rr]eassoc|IEEE 802.11|RRB|mgmt::|MGMT|Event [A-Z_]+ \(`)
+
+// noteRoamLogs notes the daemons' log lines and the station's management frames on the medium
+// between t0 (the BTM request command) and t1 (the connected event) in milliseconds from t0.
+func (e *env) noteRoamLogs(s *roamSite, st *station, cur, target int, t0, t1 time.Time, frames []medium.FrameEvent) {
+	rel := func(x time.Time) string { return fmt.Sprintf("%+8.1fms", float64(x.Sub(t0).Microseconds())/1000) }
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	for _, src := range []struct {
+		name string
+		d    *daemon
+	}{{"sta", st.wpas.d}, {nodeNames[cur], s.hapd[cur]}, {nodeNames[target], s.hapd[target]}} {
+		b, _ := os.ReadFile(src.d.log)
+		for _, l := range strings.Split(string(b), "\n") {
+			ts, text, ok := strings.Cut(l, ": ")
+			if !ok || !diagLogRE.MatchString(text) {
+				continue
+			}
+			f, err := strconv.ParseFloat(ts, 64)
+			if err != nil {
+				continue
+			}
+			at := time.Unix(0, int64(f*1e9))
+			if at.Before(t0.Add(-10*time.Millisecond)) || at.After(t1.Add(10*time.Millisecond)) {
+				continue
+			}
+			if len(text) > 150 {
+				text = text[:150]
+			}
+			lines = append(lines, line{at, src.name + ": " + text})
+		}
+	}
+	for _, f := range frames {
+		if f.Info.Type == medium.TypeMgmt && (f.Tx == phy(st.radio) || f.Rx == phy(st.radio)) {
+			lines = append(lines, line{f.At, fmt.Sprintf("medium: %s %s→%s acked=%v took %v", f.Info.Name(), f.Tx, f.Rx, f.Acked, f.Took.Round(time.Microsecond))})
+		}
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
+	if len(lines) > 120 {
+		lines = lines[:120]
+	}
+	e.rep.Note("diagnostic roam %s→%s: %d lines", nodeNames[cur], nodeNames[target], len(lines))
+	for _, l := range lines {
+		e.rep.Note("diag %s %s", rel(l.at), l.text)
+	}
+	e.rep.Note("diag %s connected event in the harness", rel(t1))
+}
+
 // roamSeries measures n roams back and forth between A and B. A roam that does not reach its
 // target (the station went elsewhere, or gave up) counts as failed; more than a fifth failed
 // ends the series with an error.
 func roamSeries(ctx context.Context, e *env, s *roamSite, st *station, n int, label string) ([]roamSample, int, error) {
+	for i := range e.roamDiag {
+		if _, err := roamOnce(ctx, e, s, st, true); err != nil {
+			e.rep.Note("%s diagnostic roam %d failed: %v", label, i+1, err)
+			if _, werr := st.wpas.waitConnected(ctx, 20*time.Second, ""); werr != nil {
+				return nil, 0, werr
+			}
+			if s.apIndex(st.bssid(ctx)) > 1 {
+				if err := forceTo(ctx, s, st, 0); err != nil {
+					return nil, 0, err
+				}
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	var out []roamSample
 	failed := 0
 	for i := 0; i < n; i++ {
-		smp, err := roamOnce(ctx, e, s, st)
+		smp, err := roamOnce(ctx, e, s, st, false)
 		if err != nil {
 			failed++
 			e.rep.Note("%s roam %d failed: %v", label, i+1, err)
@@ -137,10 +257,14 @@ func roamSeries(ctx context.Context, e *env, s *roamSite, st *station, n int, la
 }
 
 func (e *env) reportSeries(label string, smp []roamSample) {
-	var btm, auth, gap []time.Duration
+	var btm, auth, gap, cmd, btmAuth, conn, busy []time.Duration
 	ft := 0
+	var frames uint64
 	for _, x := range smp {
 		btm, auth, gap = append(btm, x.btmToConnected), append(auth, x.authToResp), append(gap, x.gap)
+		cmd, btmAuth, conn = append(cmd, x.cmdToBTM), append(btmAuth, x.btmToAuth), append(conn, x.respToConnected)
+		busy = append(busy, x.medBusy)
+		frames += x.medFrames
 		if x.ft {
 			ft++
 		}
@@ -153,6 +277,14 @@ func (e *env) reportSeries(label string, smp []roamSample) {
 		e.rep.Metric(fmt.Sprintf("%s-btm-to-reassociated-%s", label, q.name), ms(percentile(btm, q.p)), "ms")
 		e.rep.Metric(fmt.Sprintf("%s-auth-to-reassoc-resp-%s", label, q.name), ms(percentile(auth, q.p)), "ms")
 		e.rep.Metric(fmt.Sprintf("%s-data-gap-%s", label, q.name), ms(percentile(gap, q.p)), "ms")
+		// The breakdown of btm-to-reassociated (see roamSample).
+		e.rep.Metric(fmt.Sprintf("%s-cmd-to-btm-frame-%s", label, q.name), ms(percentile(cmd, q.p)), "ms")
+		e.rep.Metric(fmt.Sprintf("%s-btm-frame-to-auth-%s", label, q.name), ms(percentile(btmAuth, q.p)), "ms")
+		e.rep.Metric(fmt.Sprintf("%s-reassoc-resp-to-connected-%s", label, q.name), ms(percentile(conn, q.p)), "ms")
+		e.rep.Metric(fmt.Sprintf("%s-medium-busy-%s", label, q.name), ms(percentile(busy, q.p)), "ms")
+	}
+	if len(smp) > 0 {
+		e.rep.Metric(label+"-medium-frames-per-roam", float64(frames)/float64(len(smp)), "frames")
 	}
 	e.rep.Metric(label+"-roams-with-ft", float64(ft), "roams")
 	e.rep.Metric(label+"-roams", float64(len(smp)), "roams")

@@ -48,8 +48,9 @@ func phy(i int) string  { return "phy" + strconv.Itoa(i) }
 
 // env is the guest: radios, medium, daemons and namespaces, torn down in reverse order.
 type env struct {
-	rep     *reporter
-	verbose bool
+	rep      *reporter
+	verbose  bool
+	roamDiag int // diagnostic roams per benchmark series
 
 	nl    nl80211.Client
 	space *medium.Space
@@ -190,8 +191,11 @@ func (e *env) setup(ctx context.Context) error {
 		if err := <-done; err != nil {
 			e.rep.Note("medium ended: %v", err)
 		}
-		e.rep.Note("medium: %d frames, %d deliveries, %d acked, %d lost, %d from unknown radios",
-			e.med.Frames.Load(), e.med.Delivered.Load(), e.med.Acked.Load(), e.med.Lost.Load(), e.med.Unknown.Load())
+		n := max(e.med.Frames.Load(), 1)
+		e.rep.Note("medium: %d frames, %d deliveries, %d acked, %d lost, %d from unknown radios; %v per frame on average, %v at most, over %v",
+			e.med.Frames.Load(), e.med.Delivered.Load(), e.med.Acked.Load(), e.med.Lost.Load(), e.med.Unknown.Load(),
+			time.Duration(e.med.HandleNanos.Load()/n).Round(time.Microsecond), time.Duration(e.med.MaxHandleNanos.Load()).Round(time.Microsecond),
+			time.Since(e.start).Round(time.Second))
 	})
 	e.rep.Report("medium", t, err, fmt.Sprintf("registered with mac80211_hwsim; radios %v", e.med.Radios()))
 	return err

@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scenarios := fs.String("scenarios", "roam,ignore,pingpong,controller-loss", "comma-separated scenarios to run")
 	roams := fs.Int("roams", 20, "roams per key management in the roam-time benchmark")
 	verbose := fs.Bool("v", false, "daemon debug logs")
+	roamDiag := fs.Int("roamdiag", 0, "diagnostic roams before each series of the roam-time benchmark (daemons at debug level, their timelines noted, not measured)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	e := &env{rep: rep, verbose: *verbose}
+	e := &env{rep: rep, verbose: *verbose, roamDiag: *roamDiag}
 	err := e.setup(ctx)
 	if err == nil {
 		for _, s := range strings.Split(*scenarios, ",") {
