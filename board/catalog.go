@@ -28,6 +28,12 @@ var routerModules = []string{
 	"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_ct", "nft_fib_inet", "nft_reject_inet",
 }
 
+// ubiModules are what the UBIFS data area on raw NAND needs (qsdkNAND boards): UBI, UBIFS, and
+// the zstd compressor UBIFS asks the crypto API for by name when it loads (lzo and deflate are
+// built into the kernels we ship; modules.dep does not record such by-name requests). A kernel
+// that has them built in loses nothing: built-in modules are skipped.
+var ubiModules = []string{"ubi", "ubifs", "zstd"}
+
 // crc32cModule is loaded first on the QEMU boards: ext4, jbd2 and libcrc32c ask for the crc32c
 // crypto driver at load or mount time (a softdep, which modules.dep does not record), and a
 // u-root image has no modprobe helper for the kernel to call.
@@ -131,7 +137,7 @@ var catalog = []Board{
 			part("0:appsbl", 0x100000),
 			part("0:art", 0x80000),
 		), 56*MiB),
-		Modules:  modules([]string{"ath11k_ahb"}, routerModules),
+		Modules:  modules([]string{"ath11k_ahb"}, ubiModules, routerModules),
 		Watchdog: "/dev/watchdog",
 	},
 	{
@@ -172,7 +178,7 @@ var catalog = []Board{
 			part("0:appsbl", 0x140000),
 			part("0:art", 0x40000),
 		), 44*MiB),
-		Modules:  modules([]string{"ath11k_ahb"}, routerModules),
+		Modules:  modules([]string{"ath11k_ahb"}, ubiModules, routerModules),
 		Watchdog: "/dev/watchdog",
 	},
 	{
@@ -212,7 +218,7 @@ var catalog = []Board{
 			part("0:art", 0x40000),
 			part("0:training", 0x80000),
 		), 44*MiB),
-		Modules:  modules([]string{"ath11k_ahb"}, routerModules),
+		Modules:  modules([]string{"ath11k_ahb"}, ubiModules, routerModules),
 		Watchdog: "/dev/watchdog",
 	},
 	{

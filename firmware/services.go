@@ -139,7 +139,7 @@ func (s *DataService) Run(ctx context.Context, up func()) error {
 			}
 		}
 		if !mountedHere {
-			src, err := s.mountData(ctx, target)
+			src, fstype, err := s.mountData(ctx, target)
 			if err != nil {
 				d.Log.Error("data partition not mounted; using RAM (settings will not survive a reboot)",
 					"err", err, "board", d.Board.Name)
@@ -148,7 +148,7 @@ func (s *DataService) Run(ctx context.Context, up func()) error {
 				}
 				persistent = false
 			} else {
-				d.Log.Info("data partition mounted", "device", src, "target", target, "fs", d.Board.Flash.DataFS)
+				d.Log.Info("data partition mounted", "device", src, "target", target, "fs", fstype)
 			}
 			mountedHere = true
 		}
@@ -173,15 +173,26 @@ func (s *DataService) Run(ctx context.Context, up func()) error {
 	return nil
 }
 
-func (s *DataService) mountData(ctx context.Context, target string) (string, error) {
+// mountData mounts the data area at target and returns the mount source and file system: the
+// board's block partition (by node or GPT name), or on NAND the UBIFS volume "rootfs_data" in
+// UBI on the board's MTD partition. meshroot.data=mtd:NAME on the kernel command line names
+// the MTD partition instead of the board (see DataParam).
+func (s *DataService) mountData(ctx context.Context, target string) (string, string, error) {
 	f := s.Dev.Board.Flash
+	mtd, err := DataOverride(s.Dev.Root)
+	if err != nil {
+		s.Dev.Log.Warn("data: kernel command line option ignored; using the board's data partition", "err", err)
+	}
+	if mtd == "" && f.DataFS == "ubifs" {
+		mtd = f.Data.Name
+	}
 	switch {
+	case mtd != "":
+		return s.mountUBIFS(ctx, mtd, target)
 	case f.Data.Name == "" && f.Data.Device == "":
-		return "", errors.New("board has no data partition")
-	case f.DataFS == "ubifs":
-		return "", fmt.Errorf("data partition %q is UBIFS on NAND; attaching UBI is not implemented yet", f.Data.Name)
+		return "", "", errors.New("board has no data partition")
 	case f.DataFS == "":
-		return "", errors.New("board does not say the data file system")
+		return "", "", errors.New("board does not say the data file system")
 	}
 	var dev string
 	var rerr error
@@ -190,13 +201,35 @@ func (s *DataService) mountData(ctx context.Context, target string) (string, err
 		return rerr == nil
 	})
 	if rerr != nil {
-		return "", rerr
+		return "", "", rerr
 	}
 	src := filepath.Join(s.Dev.Root, dev)
 	if err := s.Dev.Sys.Mounter.Mount(src, target, f.DataFS, unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return src, nil
+	return src, f.DataFS, nil
+}
+
+// mountUBIFS attaches UBI to the MTD partition called mtd (waiting for the NAND driver to
+// register it), finds or creates the data volume, and mounts it as ubifs; the kernel formats
+// an empty volume at its first mount.
+func (s *DataService) mountUBIFS(ctx context.Context, mtd, target string) (string, string, error) {
+	if s.Dev.Sys.UBI == nil {
+		return "", "", fmt.Errorf("mtd partition %q: no UBI control", mtd)
+	}
+	var src string
+	var rerr error
+	waitFor(ctx, s.WaitDevice, func() bool {
+		src, rerr = AttachUBIVolume(s.Dev.Root, s.Dev.Sys.UBI, mtd, UBIDataVolume)
+		return !errors.Is(rerr, errNoMTD)
+	})
+	if rerr != nil {
+		return "", "", rerr
+	}
+	if err := s.Dev.Sys.Mounter.Mount(src, target, "ubifs", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return "", "", fmt.Errorf("mtd partition %q: %w", mtd, err)
+	}
+	return src, "ubifs", nil
 }
 
 // LANConfig is the "lan" config document.

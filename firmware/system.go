@@ -73,6 +73,8 @@ type System struct {
 	Net      Net
 	Watchdog WatchdogOpener
 	Power    Power
+	// UBI attaches UBI to NAND partitions and makes volumes (the data area on NAND boards).
+	UBI UBI
 	// SetHostname sets the kernel host name.
 	SetHostname func(string) error
 	// KernelRelease is `uname -r`, which selects /lib/modules/<release>.
@@ -96,6 +98,9 @@ func (s *System) fill(root string) {
 	}
 	if s.Power == nil {
 		s.Power = RealPower{}
+	}
+	if s.UBI == nil {
+		s.UBI = RealUBI{Root: root}
 	}
 	if s.SetHostname == nil {
 		s.SetHostname = func(h string) error { return unix.Sethostname([]byte(h)) }
