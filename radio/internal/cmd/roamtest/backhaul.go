@@ -237,7 +237,9 @@ func scenarioBackhaul(ctx context.Context, e *env, _ int) error {
 	if err == nil {
 		pctx, cancel := context.WithCancel(context.Background())
 		e.defer_(cancel)
-		err = udpProbe(pctx, sat.ns, "10.88.0.1:9998", 10*time.Millisecond)
+		// The agent's choice shows before it has installed the route that goes with it: the
+		// probe's dial ("network is unreachable") is retried until the route is there.
+		err = poll(ctx, 5*time.Second, func() error { return udpProbe(pctx, sat.ns, "10.88.0.1:9998", 10*time.Millisecond) })
 	}
 	if err == nil {
 		err = poll(ctx, 10*time.Second, func() error {
