@@ -1,7 +1,6 @@
 package firmware
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"meshroot/board"
+	"meshroot/internal/testenv"
 )
 
 // The helper shell: the console service runs this test binary as its shell.
@@ -43,22 +43,7 @@ func helperShell(t *testing.T, mode string) []string {
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.Buffer
 
 func mkfile(t *testing.T, root, rel, content string) {
 	t.Helper()

@@ -1,28 +1,13 @@
 package firmware
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
+
+	"meshroot/internal/testenv"
 )
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuf = testenv.Buffer
 
 // TestLoggingSink: a sink (the log shipper) gets every record after AddSink, already redacted.
 func TestLoggingSink(t *testing.T) {

@@ -1,7 +1,6 @@
 package vpn
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/vpn/esp"
 	"meshroot/vpn/ike"
 	"meshroot/vpn/route"
@@ -118,22 +118,7 @@ type connRig struct {
 	evs    []Event
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testenv.Buffer
 
 func newConnRig(t *testing.T, cfg Config) *connRig {
 	t.Helper()

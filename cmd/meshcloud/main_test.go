@@ -8,21 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/provision/api"
 	"meshroot/provision/devcloud"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuf = testenv.Buffer
 
 func TestRunServesAndStops(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cloud")

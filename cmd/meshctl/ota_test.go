@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/ota/rollout"
 )
 
@@ -109,22 +109,7 @@ func TestOTACommands(t *testing.T) {
 }
 
 // syncBuffer is a bytes.Buffer safe to read while meshctl writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.Buffer
 
 func TestOTAServe(t *testing.T) {
 	dir := t.TempDir()

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,22 +44,7 @@ func leftovers(t *testing.T, prefix, dir string) (nss, procs []string) {
 }
 
 // lockedBuffer is a bytes.Buffer safe for the run's writer and the test's reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testenv.Buffer
 
 // TestVMRun runs `meshctl run` twice on one run directory and namespace prefix of its own. The
 // first run is a meshctl process that is SIGKILLed once the LAN client's ping to the VPC host

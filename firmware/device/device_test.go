@@ -29,6 +29,7 @@ import (
 	"meshroot/firmware/router/wan"
 	"meshroot/firmware/status"
 	"meshroot/firmware/vpnhook"
+	"meshroot/internal/testenv"
 	"meshroot/provision/agent"
 	"meshroot/provision/api"
 	"meshroot/provision/devcloud"
@@ -53,17 +54,7 @@ const (
 	kver       = "6.1.0-56-arm64"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuffer = testenv.Buffer
 
 func mkfile(t *testing.T, root, rel string, content []byte) {
 	t.Helper()

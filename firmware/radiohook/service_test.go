@@ -1,7 +1,6 @@
 package radiohook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"meshroot/board"
 	"meshroot/firmware"
+	"meshroot/internal/testenv"
 	"meshroot/provision/profile"
 	"meshroot/radio/backhaul"
 	"meshroot/radio/manager"
@@ -25,22 +25,7 @@ import (
 )
 
 // logBuf collects a service's JSON log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = testenv.Buffer
 
 // profiles is a stand-in for the provisioning agent's Subscribe.
 type profiles struct {

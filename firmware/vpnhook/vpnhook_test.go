@@ -1,7 +1,6 @@
 package vpnhook
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"meshroot/internal/testenv"
 	"meshroot/provision/profile"
 	"meshroot/vpn"
 	"meshroot/vpn/esp"
@@ -148,13 +148,7 @@ func (p *profiles) send(v *profile.Verified) {
 	fn(v)
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuf = testenv.Buffer
 
 func verified(version uint64, v *profile.VPN) *profile.Verified {
 	return &profile.Verified{Profile: &profile.Profile{Version: version, VPN: v}}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/provision/api"
 	"meshroot/provision/devcloud"
 	"meshroot/provision/devcloud/devcloudtest"
@@ -36,17 +37,7 @@ const (
 	passphrase = "correct horse battery"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuffer = testenv.Buffer
 
 var fast = enroll.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2, AttemptTimeout: 10 * time.Second}
 

@@ -25,28 +25,14 @@ import (
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/provision/api"
 	"meshroot/provision/identity"
 	"meshroot/provision/profile"
 )
 
 // syncBuffer is a log sink safe for concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.Buffer
 
 type testCloud struct {
 	*Server

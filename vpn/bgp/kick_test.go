@@ -1,43 +1,23 @@
 package bgp
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
 
+	"meshroot/internal/testenv"
 	"meshroot/vpn/vpnlog"
 )
 
 // lockedBuffer is a slog destination the test reads while gobgp writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type lockedBuffer struct{ testenv.Buffer }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), sub)
-}
+func (l *lockedBuffer) count(sub string) int { return strings.Count(l.String(), sub) }
 
 // TestPeerUpRestartsWaitingSession: PeerUp (the tunnel back in service) leaves an Established
 // session alone, and starts a session that is not Established again at once instead of leaving

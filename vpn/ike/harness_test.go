@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"meshroot/internal/testenv"
 )
 
 // ---- fake clock ----
@@ -297,22 +299,7 @@ func agree(a, b *fakeDP) error {
 
 // ---- log capture ----
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = testenv.Buffer
 
 // ---- a pair of Conns ----
 

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/vpn/esp"
 	"meshroot/vpn/ike"
 	"meshroot/vpn/vpnlog"
@@ -59,22 +59,7 @@ type fakePair struct {
 	a, b *fakeSide
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.Buffer
 
 func newFakePair(t *testing.T, tuneA, tuneB func(*Config)) *fakePair {
 	t.Helper()
