@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"meshroot/radio/hostapd"
 	"meshroot/radio/meshproto"
 	"meshroot/radio/nl80211"
+	"meshroot/internal/testenv"
 )
 
 func mustSpec(t *testing.T, freq, width int) chanplan.Spec {
@@ -53,22 +53,7 @@ type site struct {
 	logs  *lockedBuf
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuf = testenv.Buffer
 
 type radioSpec struct {
 	rc      RadioConfig
