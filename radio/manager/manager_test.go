@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"meshroot/internal/testenv"
 	"meshroot/radio/chanplan"
 	"meshroot/radio/hostapd"
 	"meshroot/radio/meshproto"
 	"meshroot/radio/nl80211"
-	"meshroot/internal/testenv"
 )
 
 func mustSpec(t *testing.T, freq, width int) chanplan.Spec {
