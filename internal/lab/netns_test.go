@@ -178,14 +178,16 @@ func TestLabCloseRemovesEverything(t *testing.T) {
 	}
 }
 
-func TestLabImpairLoss(t *testing.T) {
-	testenv.Integration(t)
+// linkedPair is two namespaces <prefix>-a and <prefix>-b joined by a veth "out0" with
+// 192.0.2.1/24 and 192.0.2.2/24.
+func linkedPair(t *testing.T, prefix string) (a, b *NS) {
+	t.Helper()
 	l := New(t)
-	a, err := l.NewNS("imp-a")
+	a, err := l.NewNS(prefix + "-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := l.NewNS("imp-b")
+	b, err = l.NewNS(prefix + "-b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +200,12 @@ func TestLabImpairLoss(t *testing.T) {
 	if err := b.AddAddr("out0", "192.0.2.2/24"); err != nil {
 		t.Fatal(err)
 	}
+	return a, b
+}
+
+func TestLabImpairLoss(t *testing.T) {
+	testenv.Integration(t)
+	a, b := linkedPair(t, "imp")
 	const n = 2000
 	// send n UDP datagrams a -> b and count what arrives
 	count := func() int {
@@ -379,24 +387,7 @@ func TestLabDoTUN(t *testing.T) {
 // ESP-in-UDP (a non-zero SPI first), NAT keepalives and other ports pass.
 func TestLabImpairIKEOnly(t *testing.T) {
 	testenv.Integration(t)
-	l := New(t)
-	a, err := l.NewNS("ike-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.NewNS("ike-b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Veth(a, "out0", b, "out0"); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.AddAddr("out0", "192.0.2.1/24"); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddAddr("out0", "192.0.2.2/24"); err != nil {
-		t.Fatal(err)
-	}
+	a, b := linkedPair(t, "ike")
 	if err := a.Impair("out0", Impairment{LossPercent: 100, IKEOnly: true}); err != nil {
 		t.Fatalf("Impair(IKEOnly) = %v", err)
 	}
