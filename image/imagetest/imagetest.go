@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -338,42 +339,25 @@ func Key(src, kdir, boardName string, o Options) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(h, "options %s\n", ob)
-	for _, f := range o.Files {
-		if f.Host != "" {
-			if err := hashFileID(h, f.Host); err != nil {
-				return "", err
-			}
+	// The caller's files and programs, and the radio userland Build adds on its own (hostapd
+	// and its libraries, regulatory.db).
+	files, programs := slices.Clone(o.Files), slices.Clone(o.Programs)
+	if b, err := board.Lookup(boardName); err == nil {
+		if u, err := image.RadioUserlandFor(b, src); err == nil {
+			files, programs = append(files, u.Files...), append(programs, u.Programs...)
 		}
 	}
-	for _, p := range o.Programs {
+	for _, p := range programs {
 		c, err := image.ELFClosure(p.Sysroot, p.Path)
 		if err != nil {
 			return "", err
 		}
-		for _, f := range c.Files {
+		files = append(files, c.Files...)
+	}
+	for _, f := range files {
+		if f.Host != "" {
 			if err := hashFileID(h, f.Host); err != nil {
 				return "", err
-			}
-		}
-	}
-	// The radio userland Build adds on its own (hostapd and its libraries, regulatory.db).
-	if b, err := board.Lookup(boardName); err == nil {
-		if u, err := image.RadioUserlandFor(b, src); err == nil {
-			for _, p := range u.Programs {
-				c, err := image.ELFClosure(p.Sysroot, p.Path)
-				if err != nil {
-					return "", err
-				}
-				for _, f := range c.Files {
-					if err := hashFileID(h, f.Host); err != nil {
-						return "", err
-					}
-				}
-			}
-			for _, f := range u.Files {
-				if err := hashFileID(h, f.Host); err != nil {
-					return "", err
-				}
 			}
 		}
 	}
