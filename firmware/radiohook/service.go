@@ -221,14 +221,7 @@ func (s *Service) Run(ctx context.Context, up func()) error {
 	if err := s.prepareDirs(); err != nil {
 		return fmt.Errorf("radio: %w", err)
 	}
-	profiles := make(chan *profile.Verified, 1)
-	cancel := s.Subscribe(func(v *profile.Verified) {
-		select { // only the newest matters
-		case <-profiles:
-		default:
-		}
-		profiles <- v
-	})
+	profiles, cancel := profile.Latest(s.Subscribe)
 	defer cancel()
 	up()
 	defer s.stopAll()
