@@ -251,7 +251,7 @@ func (p *Policy) decide(now time.Time, t *Tracker, c *Client) (Action, bool) {
 	}
 	best := cands[0]
 	gain, sigGain := cfg.MinGain, cfg.MinSignalGain
-	if left, ok := c.leftRecently(best.b.BSSID, now, cfg.PingPongWindow); ok && left {
+	if c.leftRecently(best.b.BSSID, now, cfg.PingPongWindow) {
 		gain, sigGain = 2*gain+1, 2*sigGain
 	}
 	if c.steeredWithin(now, cfg.FreezeWindow) >= cfg.FreezeAfter && curSig >= cfg.RescueSignal {
@@ -400,18 +400,24 @@ func (p *Policy) candidates(now time.Time, t *Tracker, c *Client, maxAge time.Du
 	return out
 }
 
-// steeredAwayFrom reports whether the policy moved the client away from bssid within window.
-func (c *Client) steeredAwayFrom(bssid string, now time.Time, window time.Duration) bool {
-	for i := len(c.Roams) - 1; i >= 0; i-- {
-		r := c.Roams[i]
-		if now.Sub(r.At) > window {
-			return false
-		}
-		if r.From == bssid && r.Steered {
-			return true
+// roamFrom returns the client's latest roam away from bssid within window for which match
+// (nil: any) holds.
+func (c *Client) roamFrom(bssid string, now time.Time, window time.Duration, match func(Roam) bool) (Roam, bool) {
+	for i := len(c.Roams) - 1; i >= 0 && now.Sub(c.Roams[i].At) <= window; i-- {
+		if r := c.Roams[i]; r.From == bssid && (match == nil || match(r)) {
+			return r, true
 		}
 	}
-	return false
+	return Roam{}, false
+}
+
+func steered(r Roam) bool { return r.Steered }
+func ownRoam(r Roam) bool { return !r.Steered }
+
+// steeredAwayFrom reports whether the policy moved the client away from bssid within window.
+func (c *Client) steeredAwayFrom(bssid string, now time.Time, window time.Duration) bool {
+	_, ok := c.roamFrom(bssid, now, window, steered)
+	return ok
 }
 
 // targetBoost is how many dB above MinTargetSignal this client's targets must be: 3 dB more
@@ -427,46 +433,22 @@ func (c *Client) targetBoost(now time.Time) float64 {
 }
 
 // leftRecently reports whether the client left bssid less than window ago.
-func (c *Client) leftRecently(bssid string, now time.Time, window time.Duration) (bool, bool) {
-	for i := len(c.Roams) - 1; i >= 0; i-- {
-		r := c.Roams[i]
-		if now.Sub(r.At) > window {
-			return false, true
-		}
-		if r.From == bssid {
-			return true, true
-		}
-	}
-	return false, true
+func (c *Client) leftRecently(bssid string, now time.Time, window time.Duration) bool {
+	_, ok := c.roamFrom(bssid, now, window, nil)
+	return ok
 }
 
 // leftOnItsOwn reports whether the client roamed away from bssid by itself within window and
 // the BSS is not clearly (6 dB) better now than when it left.
 func (c *Client) leftOnItsOwn(bssid string, sig float64, now time.Time, window time.Duration) bool {
-	for i := len(c.Roams) - 1; i >= 0; i-- {
-		r := c.Roams[i]
-		if now.Sub(r.At) > window {
-			return false
-		}
-		if r.From == bssid && !r.Steered {
-			return math.IsNaN(r.FromSignal) || sig < r.FromSignal+6
-		}
-	}
-	return false
+	r, ok := c.roamFrom(bssid, now, window, ownRoam)
+	return ok && (math.IsNaN(r.FromSignal) || sig < r.FromSignal+6)
 }
 
 // leftOnItsOwnWithin reports whether the client roamed away from bssid by itself within window.
 func (c *Client) leftOnItsOwnWithin(bssid string, now time.Time, window time.Duration) bool {
-	for i := len(c.Roams) - 1; i >= 0; i-- {
-		r := c.Roams[i]
-		if now.Sub(r.At) > window {
-			return false
-		}
-		if r.From == bssid && !r.Steered {
-			return true
-		}
-	}
-	return false
+	_, ok := c.roamFrom(bssid, now, window, ownRoam)
+	return ok
 }
 
 // reportedSince reports whether a beacon report sample arrived at or after at.
