@@ -362,7 +362,7 @@ func (s *Service) setupError(err error) {
 
 // Hwsim returns N of meshroot.hwsim=N on a kernel command line (0 when absent or invalid).
 func Hwsim(cmdline string) int {
-	for _, f := range strings.Fields(cmdline) {
+	for _, f := range firmware.KernelArgs(cmdline) {
 		if v, ok := strings.CutPrefix(f, board.HwsimParam+"="); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
