@@ -257,8 +257,8 @@ func TestLabMalformedAndReplayed(t *testing.T) {
 
 	r.waitFor(5*time.Second, "the injected datagrams counted", func() bool {
 		st := r.tun.Status()
-		mux, _ := r.tr.Stats()
-		return st.ESP.Replayed > before.ESP.Replayed && st.ESP.AuthFailed > before.ESP.AuthFailed &&
+		mux, ikeDrops := r.tr.Stats()
+		return ikeDrops > ikeDropsBefore && st.ESP.Replayed > before.ESP.Replayed && st.ESP.AuthFailed > before.ESP.AuthFailed &&
 			mux.NoSA > muxBefore.NoSA && mux.Malformed > muxBefore.Malformed &&
 			st.IKECounters.ReplayedDropped+st.IKECounters.MalformedDropped >= before.IKECounters.ReplayedDropped+before.IKECounters.MalformedDropped+2
 	})
